@@ -1,0 +1,302 @@
+//! The FastPix event envelope, read leniently.
+//!
+//! The bridge publishes the body byte for byte, so it only reads the few
+//! fields routing and headers need: `type`, `id`, `object.{type,id}` and
+//! `workspace.id` (or `environment.id` in the older envelope). Everything else
+//! may be missing, renamed or of any shape. Two things are refused because
+//! they make routing ambiguous: a body that is not one JSON object, and a
+//! `type` key given twice (parsers disagree on which one wins).
+//!
+//! [`Event`] is the owned form consumers deserialize into.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::subject::{EventType, InvalidEventType};
+
+/// Longest value carried into an optional header; longer ones are dropped.
+const MAX_HEADER_VALUE_BYTES: usize = 256;
+
+/// The routing view of a webhook body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// A JSON object without `type`: FastPix's signed validation probe.
+    Probe,
+    /// A routable event.
+    Event(EventFields),
+}
+
+/// What the headers of a published message are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFields {
+    pub event_type: EventType,
+    /// Top-level `id`, the idempotency key, when usable as a header value.
+    pub id: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub workspace_id: Option<String>,
+}
+
+/// Why a signed body cannot be routed. The text is the reason given to the
+/// client and in `FastPix-Bridge-Error`.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidBody {
+    #[error("body is not a JSON object: {0}")]
+    NotJsonObject(String),
+    #[error("body has the key `type` more than once")]
+    DuplicateType,
+    #[error("`type` is not a string")]
+    TypeNotString,
+    #[error(transparent)]
+    Type(#[from] InvalidEventType),
+}
+
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    workspace: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    environment: Option<&'a RawValue>,
+}
+
+/// Keeps `"type": null` apart from a missing `type`: the first is an invalid
+/// event, the second a probe.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct Ref<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+impl Envelope {
+    /// Reads the routing fields of `body`.
+    pub fn parse(body: &[u8]) -> Result<Self, InvalidBody> {
+        // serde's derived visitors also accept an array as a struct; only an object routes.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(InvalidBody::NotJsonObject("expected an object".to_owned()));
+        }
+        let top: Top<'_> = serde_json::from_slice(body).map_err(classify)?;
+        let Some(kind) = top.kind else {
+            return Ok(Envelope::Probe);
+        };
+        let raw_type: Cow<'_, str> =
+            serde_json::from_str(kind.get()).map_err(|_| InvalidBody::TypeNotString)?;
+        let event_type = EventType::parse(&raw_type)?;
+        let object = top.object.and_then(parse_ref);
+        let (object_type, object_id) = match object {
+            Some(r) => (r.kind.and_then(header_string), r.id.and_then(header_string)),
+            None => (None, None),
+        };
+        let workspace_id = top
+            .workspace
+            .or(top.environment)
+            .and_then(parse_ref)
+            .and_then(|r| r.id)
+            .and_then(header_string);
+        Ok(Envelope::Event(EventFields {
+            event_type,
+            id: top.id.and_then(header_string),
+            object_type,
+            object_id,
+            workspace_id,
+        }))
+    }
+}
+
+fn classify(err: serde_json::Error) -> InvalidBody {
+    let text = err.to_string();
+    if text.starts_with("duplicate field `type`") {
+        InvalidBody::DuplicateType
+    } else {
+        InvalidBody::NotJsonObject(text)
+    }
+}
+
+fn parse_ref(raw: &RawValue) -> Option<Ref<'_>> {
+    // Lenient: an `object` or `workspace` of another shape is ignored, not refused.
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A string (or number, as some ids are) that can travel in a NATS header.
+fn header_string(raw: &RawValue) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    let s = match value {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_HEADER_VALUE_BYTES && !s.chars().any(char::is_control))
+        .then_some(s)
+}
+
+/// A reference to another FastPix object (`object`, `workspace`, `environment`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A FastPix event as a consumer reads it: only `type` is required, both
+/// spellings of the older envelope are accepted, and `createdAt` keeps its
+/// nanoseconds (as the string FastPix sent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+    #[serde(
+        default,
+        alias = "environment",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub workspace: Option<ObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(
+        rename = "createdAt",
+        alias = "created_at",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: &str) -> EventFields {
+        match Envelope::parse(body.as_bytes()) {
+            Ok(Envelope::Event(e)) => e,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_current_envelope() {
+        let e = event(
+            r#"{"type":"video.media.ready","id":"3f0c","object":{"type":"media","id":"7318"},
+               "workspace":{"id":"ws1","name":"prod"},"status":"ready","data":{"x":[1,2]},
+               "createdAt":"2026-05-11T20:42:16.361817248Z","attempts":[]}"#,
+        );
+        assert_eq!(e.event_type.as_str(), "video.media.ready");
+        assert_eq!(e.id.as_deref(), Some("3f0c"));
+        assert_eq!(e.object_type.as_deref(), Some("media"));
+        assert_eq!(e.object_id.as_deref(), Some("7318"));
+        assert_eq!(e.workspace_id.as_deref(), Some("ws1"));
+    }
+
+    #[test]
+    fn reads_the_older_envelope_and_tolerates_odd_optional_fields() {
+        let e = event(
+            r#"{"environment":{"id":"env9"},"type":"video.live_stream.idle","webhookId":5,"created_at":"x"}"#,
+        );
+        assert_eq!(e.workspace_id.as_deref(), Some("env9"));
+        assert_eq!(e.id, None);
+        let e = event(r#"{"type":"t","id":42,"object":"weird","workspace":[1],"data":null}"#);
+        assert_eq!(e.id.as_deref(), Some("42"));
+        assert_eq!((e.object_id, e.workspace_id), (None, None));
+        let e = event(r#"{"type":"t","id":"a\r\nb","object":{"id":{"deep":1}}}"#);
+        assert_eq!((e.id, e.object_id), (None, None));
+    }
+
+    #[test]
+    fn an_object_without_type_is_a_probe() {
+        assert_eq!(Envelope::parse(b"{}"), Ok(Envelope::Probe));
+        assert_eq!(
+            Envelope::parse(br#" {"hello":"fastpix"} "#),
+            Ok(Envelope::Probe)
+        );
+    }
+
+    #[test]
+    fn unroutable_bodies_are_refused_with_a_reason() {
+        let err = |b: &[u8]| Envelope::parse(b).unwrap_err();
+        assert!(matches!(err(b"[1,2]"), InvalidBody::NotJsonObject(_)));
+        assert!(matches!(
+            err(b"\"video.media.ready\""),
+            InvalidBody::NotJsonObject(_)
+        ));
+        assert!(matches!(err(b"   "), InvalidBody::NotJsonObject(_)));
+        assert!(matches!(
+            err(b"{\"type\":\"a\"} trailing"),
+            InvalidBody::NotJsonObject(_)
+        ));
+        assert!(matches!(
+            err(b"{\"type\":\"v\xff\"}"),
+            InvalidBody::NotJsonObject(_)
+        ));
+        assert_eq!(
+            err(br#"{"type":"a","type":"b"}"#),
+            InvalidBody::DuplicateType
+        );
+        assert_eq!(err(br#"{"type":5}"#), InvalidBody::TypeNotString);
+        assert_eq!(err(br#"{"type":null}"#), InvalidBody::TypeNotString);
+        assert_eq!(
+            err(br#"{"type":""}"#),
+            InvalidBody::Type(InvalidEventType::Empty)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_in_fields_the_bridge_does_not_read_is_skipped_without_recursion() {
+        let deep = format!(
+            "{{\"type\":\"a\",\"d\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            Envelope::parse(deep.as_bytes()),
+            Ok(Envelope::Event(_))
+        ));
+        let deep_object = format!(
+            "{{\"type\":\"a\",\"object\":{{\"id\":{}1{}}}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            Envelope::parse(deep_object.as_bytes()),
+            Ok(Envelope::Event(EventFields {
+                object_id: None,
+                ..
+            }))
+        ));
+        let unbalanced = format!("{{\"type\":\"a\",\"d\":{}}}", "[".repeat(100_000));
+        assert!(Envelope::parse(unbalanced.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn consumers_read_events_leniently() {
+        let e: Event = serde_json::from_str(
+            r#"{"type":"video.media.ready","id":"1","environment":{"id":"e"},"created_at":"2026-05-11T20:42:16.361817248Z","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(e.workspace.unwrap().id.as_deref(), Some("e"));
+        assert_eq!(
+            e.created_at.as_deref(),
+            Some("2026-05-11T20:42:16.361817248Z")
+        );
+    }
+}

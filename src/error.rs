@@ -1,0 +1,84 @@
+//! The errors a webhook delivery can meet, with the HTTP answer each gets.
+//! Clients get a one-line JSON error with a fixed text; causes go to the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::envelope::InvalidBody;
+use crate::publisher::PublishError;
+
+/// Seconds FastPix (or any sender) is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("missing FastPix-Signature")]
+    Unsigned,
+    #[error("invalid FastPix-Signature")]
+    BadSignature,
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body not received within the time allowed")]
+    BodyTimeout,
+    #[error("could not read the request body")]
+    BodyRead,
+    /// Signed but not routable; `kept` says whether the body was stored on
+    /// `<prefix>.invalid`.
+    #[error("{reason}")]
+    Invalid { reason: InvalidBody },
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("event not stored: {0}")]
+    Unavailable(#[from] PublishError),
+}
+
+impl WebhookError {
+    /// Short, stable name used in logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            WebhookError::Unsigned => "unsigned",
+            WebhookError::BadSignature => "bad_signature",
+            WebhookError::TooLarge { .. } => "too_large",
+            WebhookError::BodyTimeout | WebhookError::BodyRead => "bad_request",
+            WebhookError::Invalid { .. } => "invalid",
+            WebhookError::Overloaded => "overloaded",
+            WebhookError::Unavailable(_) => "nats_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::Unsigned | WebhookError::BadSignature => StatusCode::UNAUTHORIZED,
+            WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            WebhookError::BodyRead | WebhookError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            WebhookError::Overloaded | WebhookError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// What the client is told: the reason for its own mistakes, a fixed
+    /// text for ours (the NATS error stays in the log).
+    fn public_message(&self) -> String {
+        match self {
+            WebhookError::Unavailable(_) => "event not stored, retry later".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.public_message(), "outcome": self.outcome() });
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

@@ -1,0 +1,219 @@
+//! What happens to one delivery, independent of HTTP: probe detection,
+//! signature check, envelope reading, header building, publishing.
+//! The HTTP layer only reads the body and maps the result to a status.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::envelope::{Envelope, EventFields};
+use crate::error::WebhookError;
+use crate::publisher::{Outgoing, Publisher, Stored};
+use crate::settings::WebhookConfig;
+
+/// Header names on every published message.
+pub mod headers {
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const EVENT_TYPE: &str = "FastPix-Event-Type";
+    pub const EVENT_ID: &str = "FastPix-Event-Id";
+    pub const OBJECT_TYPE: &str = "FastPix-Object-Type";
+    pub const OBJECT_ID: &str = "FastPix-Object-Id";
+    pub const WORKSPACE_ID: &str = "FastPix-Workspace-Id";
+    pub const BRIDGE_ERROR: &str = "FastPix-Bridge-Error";
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// A delivery the bridge answered 2xx for.
+#[derive(Debug)]
+pub enum Accepted {
+    /// FastPix's validation probe: answered, not published.
+    Probe,
+    Published(Stored),
+}
+
+/// One incoming delivery.
+pub struct Delivery<'a> {
+    pub signature: Option<&'a [u8]>,
+    /// W3C trace context to carry into the message, when the sender gave one.
+    pub traceparent: Option<&'a str>,
+    pub body: Bytes,
+}
+
+/// True for what FastPix sends when an endpoint is registered: an empty
+/// body or an empty JSON object.
+fn is_probe_body(body: &[u8]) -> bool {
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() {
+        return true;
+    }
+    trimmed.len() <= 64
+        && trimmed.first() == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(trimmed)
+            .is_ok_and(|m| m.is_empty())
+}
+
+/// Runs the delivery rules in order and publishes when they allow it.
+pub async fn ingest(
+    webhook: &WebhookConfig,
+    publisher: &Publisher,
+    delivery: Delivery<'_>,
+) -> Result<Accepted, WebhookError> {
+    let signature = delivery.signature.filter(|s| !s.is_empty());
+    match signature {
+        None if is_probe_body(&delivery.body) => return Ok(Accepted::Probe),
+        None if !webhook.allow_unsigned => return Err(WebhookError::Unsigned),
+        // With no secret configured (allow_unsigned), a signature cannot be checked.
+        Some(sig)
+            if !webhook.verifier.is_empty() && !webhook.verifier.verify(sig, &delivery.body) =>
+        {
+            return Err(WebhookError::BadSignature);
+        }
+        _ => {}
+    }
+
+    let fields = match Envelope::parse(&delivery.body) {
+        Ok(Envelope::Probe) => return Ok(Accepted::Probe),
+        Ok(Envelope::Event(fields)) => fields,
+        Err(reason) => {
+            keep_invalid(webhook, publisher, &delivery.body, &reason.to_string()).await?;
+            return Err(WebhookError::Invalid { reason });
+        }
+    };
+    let subject = webhook.prefix.subject_for(&fields.event_type);
+    let headers = event_headers(&fields, &delivery.body, delivery.traceparent);
+    let stored = publisher
+        .publish(Outgoing {
+            subject,
+            headers,
+            payload: delivery.body,
+        })
+        .await?;
+    Ok(Accepted::Published(stored))
+}
+
+/// Stores a signed but unroutable body on `<prefix>.invalid`, so a bad
+/// delivery is never silently lost. Its id is the body's hash, so FastPix's
+/// retries of it are stored once. If NATS cannot take it the delivery is
+/// answered 503, never 400: a 400 would tell FastPix to stop retrying.
+async fn keep_invalid(
+    webhook: &WebhookConfig,
+    publisher: &Publisher,
+    body: &Bytes,
+    reason: &str,
+) -> Result<Stored, WebhookError> {
+    let mut headers = HeaderMap::new();
+    insert(&mut headers, headers::MSG_ID, &body_hash(body));
+    insert(&mut headers, headers::BRIDGE_ERROR, reason);
+    insert(&mut headers, headers::CONTENT_TYPE, "application/json");
+    let stored = publisher
+        .publish(Outgoing {
+            subject: webhook.prefix.invalid_subject(),
+            headers,
+            payload: body.clone(),
+        })
+        .await?;
+    tracing::warn!(reason, seq = ?stored.seq, "signed body is not a routable event; kept on the invalid subject");
+    Ok(stored)
+}
+
+/// Hex SHA-256 of the body: the message id when the event has none.
+pub fn body_hash(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+fn event_headers(fields: &EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    match &fields.id {
+        Some(id) => {
+            insert(&mut h, headers::MSG_ID, id);
+            insert(&mut h, headers::EVENT_ID, id);
+        }
+        None => insert(&mut h, headers::MSG_ID, &body_hash(body)),
+    }
+    insert(&mut h, headers::EVENT_TYPE, fields.event_type.as_str());
+    for (name, value) in [
+        (headers::OBJECT_TYPE, &fields.object_type),
+        (headers::OBJECT_ID, &fields.object_id),
+        (headers::WORKSPACE_ID, &fields.workspace_id),
+    ] {
+        if let Some(v) = value {
+            insert(&mut h, name, v);
+        }
+    }
+    insert(&mut h, headers::CONTENT_TYPE, "application/json");
+    if let Some(tp) = traceparent.filter(|tp| is_traceparent(tp)) {
+        insert(&mut h, headers::TRACEPARENT, tp);
+    }
+    h
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context defines.
+fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+}
+
+/// Values reaching here were checked for control characters, so parsing
+/// cannot fail; a value that somehow does is left out rather than panicking.
+fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = value.parse::<async_nats::HeaderValue>() {
+        h.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_empty_or_empty_objects() {
+        for b in ["", "  \n", "{}", " { } ", "{\n}"] {
+            assert!(is_probe_body(b.as_bytes()), "{b:?}");
+        }
+        for b in ["{\"a\":1}", "[]", "null", "{", "x"] {
+            assert!(!is_probe_body(b.as_bytes()), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn headers_carry_the_event_fields() {
+        let body = br#"{"type":"video.media.ready","id":"e1","object":{"type":"media","id":"m1"},"workspace":{"id":"w1"}}"#;
+        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+            panic!()
+        };
+        let h = event_headers(
+            &f,
+            body,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+        assert_eq!(get("Nats-Msg-Id").as_deref(), Some("e1"));
+        assert_eq!(get("FastPix-Event-Id").as_deref(), Some("e1"));
+        assert_eq!(
+            get("FastPix-Event-Type").as_deref(),
+            Some("video.media.ready")
+        );
+        assert_eq!(get("FastPix-Object-Type").as_deref(), Some("media"));
+        assert_eq!(get("FastPix-Object-Id").as_deref(), Some("m1"));
+        assert_eq!(get("FastPix-Workspace-Id").as_deref(), Some("w1"));
+        assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
+        assert!(get("traceparent").is_some());
+
+        let body = br#"{"type":"x"}"#;
+        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+            panic!()
+        };
+        let h = event_headers(&f, body, Some("garbage"));
+        assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
+        assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
+    }
+}

@@ -1,0 +1,350 @@
+//! Publishing to NATS: the connection, the JetStream stream, and one call,
+//! [`Publisher::publish`], that returns only once a message is stored (or, in
+//! core mode, flushed) and never waits longer than the publish timeout.
+//!
+//! Nothing here knows about HTTP, so the same path serves any future input.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, ConnectOptions, HeaderMap};
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::settings::{HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage};
+use crate::subject::{Subject, SubjectPrefix};
+
+/// One message ready to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: Subject,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// Proof of storage, as the JetStream ack gave it. `stream`/`seq` are absent
+/// in core mode, where nothing is stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stored {
+    pub subject: String,
+    pub stream: Option<String>,
+    pub seq: Option<u64>,
+    pub duplicate: bool,
+}
+
+/// Why a message was not stored. Every variant means "try again later".
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to NATS")]
+    Disconnected,
+    #[error("the stream is not in place yet")]
+    StreamNotReady,
+    #[error("no acknowledgement within {0:?}")]
+    Timeout(Duration),
+    #[error("NATS refused the publish: {0}")]
+    Refused(String),
+}
+
+/// Why the bridge could not start publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read NATS credentials (setting `{key}`): {source}")]
+    Credentials {
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    #[error(
+        "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
+    )]
+    BodyLimitAboveMaxPayload { limit: usize, max_payload: usize },
+}
+
+/// State shared between the publisher, its background task and readiness.
+struct Shared {
+    client: Client,
+    jetstream: Option<(jetstream::Context, stream::Config)>,
+    stream_ready: AtomicBool,
+    /// Body limit in force: the configured one, lowered to fit the server's
+    /// `max_payload` (minus room for headers) once that is known.
+    body_limit: AtomicUsize,
+    configured_limit: usize,
+    timeout: Duration,
+}
+
+/// Handle to the NATS side of the bridge; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    /// Connects (waiting at most `nats.connect_timeout` for a first
+    /// connection) and puts the stream in place. When NATS is not there yet
+    /// the publisher is returned anyway and keeps connecting in the
+    /// background, forever; readiness tells when it is usable.
+    pub async fn connect(
+        nats: &NatsSettings,
+        js: &JetStreamSettings,
+        prefix: &SubjectPrefix,
+        max_body_bytes: usize,
+    ) -> Result<Self, ConnectError> {
+        let notify = Arc::new(Notify::new());
+        let options = connect_options(nats, notify.clone()).await?;
+        let client = options
+            .connect(nats.url.clone())
+            .await
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+
+        let jetstream = js.enabled.then(|| {
+            let mut ctx = jetstream::new(client.clone());
+            ctx.set_timeout(nats.publish_timeout);
+            (ctx, stream_config(js, prefix))
+        });
+        let shared = Arc::new(Shared {
+            client,
+            jetstream,
+            stream_ready: AtomicBool::new(false),
+            body_limit: AtomicUsize::new(max_body_bytes),
+            configured_limit: max_body_bytes,
+            timeout: nats.publish_timeout,
+        });
+        let publisher = Publisher { shared };
+
+        // Wait briefly for the first connection, so a bridge started next to a
+        // running NATS is ready at once and a too-large body limit is refused.
+        let connected = tokio::time::timeout(nats.connect_timeout, notify.notified())
+            .await
+            .is_ok()
+            || publisher.is_connected();
+        if connected {
+            let max_payload = publisher.shared.client.server_info().max_payload;
+            if max_payload > 0 && max_body_bytes > max_payload {
+                return Err(ConnectError::BodyLimitAboveMaxPayload {
+                    limit: max_body_bytes,
+                    max_payload,
+                });
+            }
+            publisher.on_connected().await;
+        } else {
+            tracing::warn!(
+                servers = ?nats.url,
+                "NATS is not reachable yet; serving /healthz and answering 503 until it is"
+            );
+        }
+        tokio::spawn(publisher.clone().maintain(notify));
+        Ok(publisher)
+    }
+
+    /// Re-checks the server's limits and the stream after every (re)connect:
+    /// a restarted server may have a new `max_payload` or an empty store.
+    async fn maintain(self, notify: Arc<Notify>) {
+        loop {
+            notify.notified().await;
+            self.on_connected().await;
+        }
+    }
+
+    async fn on_connected(&self) {
+        let info = self.shared.client.server_info();
+        self.apply_max_payload(info.max_payload);
+        let Some((ctx, config)) = &self.shared.jetstream else {
+            return;
+        };
+        let mut delay = Duration::from_millis(100);
+        while self.is_connected() {
+            match ctx.create_or_update_stream(config.clone()).await {
+                Ok(_) => {
+                    if !self.shared.stream_ready.swap(true, Ordering::SeqCst) {
+                        tracing::info!(stream = %config.name, subjects = ?config.subjects, "stream in place");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.shared.stream_ready.store(false, Ordering::SeqCst);
+                    tracing::error!(stream = %config.name, error = %e, "cannot create or update the stream; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn apply_max_payload(&self, max_payload: usize) {
+        if max_payload == 0 {
+            return;
+        }
+        let fitted = max_payload.saturating_sub(HEADER_RESERVE_BYTES);
+        let limit = self.shared.configured_limit.min(fitted);
+        if limit < self.shared.configured_limit {
+            tracing::info!(
+                configured = self.shared.configured_limit,
+                max_payload,
+                effective = limit,
+                "body limit lowered to leave room for headers under the server's max_payload; larger bodies get 413"
+            );
+        }
+        self.shared.body_limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The largest body that can be published right now.
+    pub fn body_limit(&self) -> usize {
+        self.shared.body_limit.load(Ordering::Relaxed)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.shared.client.connection_state() == State::Connected
+    }
+
+    /// Connected, and (in JetStream mode) the stream is in place.
+    pub fn is_ready(&self) -> bool {
+        self.is_connected()
+            && (self.shared.jetstream.is_none() || self.shared.stream_ready.load(Ordering::SeqCst))
+    }
+
+    pub fn stream_name(&self) -> Option<&str> {
+        self.shared.jetstream.as_ref().map(|(_, c)| c.name.as_str())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// Publishes and waits for proof: the JetStream ack (both futures
+    /// awaited), or a core publish followed by a flush. Bounded by the
+    /// publish timeout; fails at once when disconnected rather than letting
+    /// the client buffer a message nobody will answer for.
+    pub async fn publish(&self, msg: Outgoing) -> Result<Stored, PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::Disconnected);
+        }
+        let subject = msg.subject.as_str().to_owned();
+        let timeout = self.shared.timeout;
+        let work = async {
+            match &self.shared.jetstream {
+                Some((ctx, _)) => {
+                    if !self.shared.stream_ready.load(Ordering::SeqCst) {
+                        return Err(PublishError::StreamNotReady);
+                    }
+                    let ack = ctx
+                        .publish_with_headers(subject.clone(), msg.headers, msg.payload)
+                        .await
+                        .map_err(|e| PublishError::Refused(e.to_string()))?
+                        .await
+                        .map_err(|e| refused_or_timeout(e, timeout))?;
+                    Ok(Stored {
+                        subject: subject.clone(),
+                        stream: Some(ack.stream),
+                        seq: Some(ack.sequence),
+                        duplicate: ack.duplicate,
+                    })
+                }
+                None => {
+                    let client = &self.shared.client;
+                    client
+                        .publish_with_headers(subject.clone(), msg.headers, msg.payload)
+                        .await
+                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                    client
+                        .flush()
+                        .await
+                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                    Ok(Stored {
+                        subject: subject.clone(),
+                        stream: None,
+                        seq: None,
+                        duplicate: false,
+                    })
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Timeout(timeout)),
+        }
+    }
+
+    /// Flushes what was published and closes the connection.
+    pub async fn drain(&self) {
+        if let Err(e) = self.shared.client.drain().await {
+            tracing::warn!(error = %e, "draining the NATS connection failed");
+        }
+    }
+}
+
+fn refused_or_timeout(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
+    match e.kind() {
+        jetstream::context::PublishErrorKind::TimedOut => PublishError::Timeout(timeout),
+        _ => PublishError::Refused(e.to_string()),
+    }
+}
+
+fn stream_config(js: &JetStreamSettings, prefix: &SubjectPrefix) -> stream::Config {
+    stream::Config {
+        name: js.stream.clone(),
+        subjects: vec![prefix.wildcard()],
+        max_age: js.max_age,
+        duplicate_window: js.duplicate_window,
+        num_replicas: js.replicas,
+        storage: match js.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
+        ..Default::default()
+    }
+}
+
+async fn connect_options(
+    nats: &NatsSettings,
+    connected: Arc<Notify>,
+) -> Result<ConnectOptions, ConnectError> {
+    let mut options = ConnectOptions::new()
+        .name("fastpix-nats-bridge")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(nats.connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            // 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
+            Duration::from_millis((attempts as u64 * 100).min(2000))
+        })
+        .event_callback(move |event| {
+            let connected = connected.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        connected.notify_one();
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            }
+        });
+    if let Some(path) = &nats.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    key: "nats.creds_file",
+                    source,
+                })?;
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &nats.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}

@@ -1,0 +1,145 @@
+//! HTTP routes: the webhook endpoint, `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
+
+use crate::error::WebhookError;
+use crate::ingest::{self, Accepted, Delivery, headers};
+use crate::publisher::Publisher;
+use crate::settings::WebhookConfig;
+use crate::signature::SIGNATURE_HEADER;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub webhook: Arc<WebhookConfig>,
+    pub publisher: Publisher,
+    /// Bounds the deliveries handled at once (`http.max_in_flight`).
+    pub in_flight: Arc<Semaphore>,
+    /// `http.body_timeout`.
+    pub body_timeout: Duration,
+}
+
+/// The bridge's router; tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(&state.webhook.path.clone(), post(receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let result = handle(&state, request).await;
+    match result {
+        Ok(Accepted::Published(stored)) => {
+            tracing::debug!(
+                outcome = if stored.duplicate { "duplicate" } else { "published" },
+                subject = %stored.subject,
+                seq = ?stored.seq,
+                "event stored"
+            );
+            (StatusCode::OK, Json(stored)).into_response()
+        }
+        Ok(Accepted::Probe) => {
+            tracing::info!(outcome = "probe", "validation probe answered");
+            (StatusCode::OK, Json(serde_json::json!({ "probe": true }))).into_response()
+        }
+        Err(e) => {
+            match &e {
+                WebhookError::Unavailable(cause) => {
+                    tracing::warn!(outcome = e.outcome(), error = %cause, "event not stored; answered 503")
+                }
+                other => {
+                    tracing::info!(outcome = other.outcome(), error = %other, "delivery refused")
+                }
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
+    // Refuse at once when full, before reading a byte of the body.
+    let _permit = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| WebhookError::Overloaded)?;
+    let (parts, body) = request.into_parts();
+    let limit = state.publisher.body_limit();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let body = read_body(body, limit, state.body_timeout).await?;
+
+    let mut signatures = parts.headers.get_all(SIGNATURE_HEADER).iter();
+    let signature = match (signatures.next(), signatures.next()) {
+        (Some(one), None) => Some(one.as_bytes()),
+        // Two signature headers are ambiguous: refuse rather than pick one.
+        (Some(_), Some(_)) => return Err(WebhookError::BadSignature),
+        (None, _) => None,
+    };
+    let traceparent = parts
+        .headers
+        .get(headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    ingest::ingest(
+        &state.webhook,
+        &state.publisher,
+        Delivery {
+            signature,
+            traceparent,
+            body,
+        },
+    )
+    .await
+}
+
+/// Reads at most `limit` bytes (chunked or not) within `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, WebhookError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    match collected {
+        Err(_) => Err(WebhookError::BodyTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(WebhookError::TooLarge { limit })
+        }
+        Ok(Err(_)) => Err(WebhookError::BodyRead),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let p = &state.publisher;
+    let body = serde_json::json!({
+        "status": if p.is_ready() { "ready" } else { "not ready" },
+        "nats": if p.is_connected() { "connected" } else { "disconnected" },
+        "stream": p.stream_name(),
+    });
+    let status = if p.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

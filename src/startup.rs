@@ -1,0 +1,143 @@
+//! Building and running the bridge: bind, connect, serve until the caller's
+//! shutdown future fires, finish in-flight requests, drain NATS.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::publisher::{ConnectError, Publisher};
+use crate::routes::{AppState, app};
+use crate::settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr} (setting `http.listen`): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+}
+
+/// A bridge bound to its port and connected (or connecting) to NATS.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = settings.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        if settings.webhook.allow_unsigned {
+            tracing::warn!(
+                "webhook.allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
+            );
+        }
+        let publisher = Publisher::connect(
+            &settings.nats,
+            &settings.jetstream,
+            &settings.webhook.prefix,
+            settings.http.max_body_bytes,
+        )
+        .await?;
+        let state = AppState {
+            webhook: Arc::new(settings.webhook.clone()),
+            publisher,
+            in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
+            body_timeout: settings.http.body_timeout,
+        };
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    /// The address actually bound (the port is chosen when `http.listen` has port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.http.listen)
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.state.publisher
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (at most `http.shutdown_grace`) and drains
+    /// the NATS connection.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let publisher = self.state.publisher.clone();
+        let grace = self.settings.http.shutdown_grace;
+        tracing::info!(
+            addr = %self.local_addr(),
+            path = %self.settings.webhook.path,
+            "listening for FastPix webhooks"
+        );
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            axum::serve(self.listener, app(self.state)).with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                let _ = stopping_tx.send(());
+            });
+        let mut server = tokio::spawn(server.into_future());
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = async {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        };
+        publisher.drain().await;
+        tracing::info!("stopped");
+        match result {
+            Ok(r) => r,
+            Err(join) if join.is_cancelled() => Ok(()),
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
