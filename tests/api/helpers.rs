@@ -450,3 +450,114 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The real bridge binary, run as a child process with the given environment.
+pub struct BridgeProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BridgeProcess {
+    /// Starts `fastpix-nats-bridge serve` on `port` with `env` (plus the
+    /// listen address) and waits until `/healthz` answers.
+    pub fn start(port: u16, env: &[(String, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("log dir");
+        let log = dir.path().join("bridge.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FASTPIX_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start the bridge binary");
+        let mut bridge = BridgeProcess {
+            child: Some(child),
+            port,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = bridge
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && start.elapsed() < Duration::from_secs(30),
+                "bridge did not start ({exited:?}):\n{}",
+                bridge.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bridge
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success());
+        }
+    }
+
+    /// Waits for the process to exit (at most `limit`) and returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "bridge still running after {limit:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The environment a bridge process needs to talk to `nats` with the test secret.
+pub fn bridge_env(nats: &NatsServer) -> Vec<(String, String)> {
+    vec![
+        ("FASTPIX_BRIDGE__NATS__URL".into(), nats.url()),
+        (
+            "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+            SECRET.into(),
+        ),
+    ]
+}

@@ -2,4 +2,6 @@
 //! All modules build into one test binary.
 
 mod helpers;
+mod process;
+mod sender;
 mod webhook;

@@ -1,0 +1,129 @@
+//! The real binary: signals, exit codes, startup refusals.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+use crate::sender::{assert_each_stored_exactly_once, send_with_retries};
+
+#[tokio::test]
+async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
+    let nats = NatsServer::start();
+    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let url = bridge.url("/webhooks/fastpix");
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread the posts so some are in flight when SIGTERM lands.
+            tokio::time::sleep(Duration::from_millis(i as u64 * 2)).await;
+            let body = event_body("video.media.ready", &format!("term-{i}"));
+            let sig = sign(SECRET, body.as_bytes());
+            let status = http
+                .post(url)
+                .header("FastPix-Signature", sig)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (i, status)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    bridge.terminate();
+    let code = bridge.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "exit code; log:\n{}", bridge.log_text());
+
+    let stored: std::collections::HashSet<String> =
+        stream_messages(&nats.client().await, "FASTPIX")
+            .await
+            .iter()
+            .filter_map(|m| m.header("Nats-Msg-Id").map(str::to_owned))
+            .collect();
+    let mut answered = 0;
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        if let Ok(s) = status {
+            assert!(s == 200 || s == 503, "event {i}: status {s}");
+            if s == 200 {
+                answered += 1;
+                assert!(
+                    stored.contains(&format!("term-{i}")),
+                    "2xx'd event {i} is not in the stream"
+                );
+            }
+        }
+    }
+    assert!(answered > 0, "no request was answered before SIGTERM");
+    assert!(bridge.log_text().contains("shutting down"));
+}
+
+#[tokio::test]
+async fn sigint_also_stops_cleanly() {
+    let nats = NatsServer::start();
+    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reqwest::get(bridge.url("/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    );
+    let pid = bridge_pid(&bridge);
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert_eq!(bridge.wait_exit(Duration::from_secs(30)).await, Some(0));
+}
+
+fn bridge_pid(b: &BridgeProcess) -> String {
+    b.pid().expect("running").to_string()
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_process_with_the_setting_named() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "webhook.signing_secrets"),
+        (
+            &[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", "%%%")],
+            "webhook.signing_secrets",
+        ),
+        (
+            &[
+                ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+                ("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "never"),
+            ],
+            "nats.publish_timeout",
+        ),
+    ];
+    for (env, key) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(key) && stderr.lines().count() == 1,
+            "{env:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"));
+    }
+}
+
+#[tokio::test]
+async fn a_retrying_sender_gets_every_event_stored_exactly_once() {
+    let nats = NatsServer::start();
+    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let report = send_with_retries(
+        &bridge.url("/webhooks/fastpix"),
+        4,
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_each_stored_exactly_once(&nats.client().await, "FASTPIX", &report).await;
+}
