@@ -8,6 +8,8 @@
 //!   settings, a durable consumer that resumes where it left off, and an
 //!   ordered replay from a point in time.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -162,15 +164,30 @@ pub async fn connect(
     name: &str,
     patience: Patience,
 ) -> Result<Client, ConnectError> {
+    // One warning per outage, not one per reconnect attempt.
+    let reported = Arc::new(AtomicBool::new(false));
+    let servers = nats.url.join(", ");
     let mut options = crate::connection::options(nats, name)
         .await?
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("disconnected from NATS; reconnecting")
+        .event_callback(move |event| {
+            let reported = reported.clone();
+            let servers = servers.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        reported.store(false, Ordering::Relaxed);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        if !reported.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(%servers, error = %e, "cannot reach NATS; trying again until it answers");
+                        }
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
                 }
-                other => tracing::info!(event = %other, "NATS event"),
             }
         });
     if patience == Patience::Forever {

@@ -235,6 +235,7 @@ impl Source {
 /// never held for it, and the next reader resumes exactly after the last
 /// acknowledged one.
 struct DurableSource {
+    client: async_nats::Client,
     consumer: jetstream::consumer::PullConsumer,
     name: String,
     batch: Option<jetstream::consumer::pull::Batch>,
@@ -306,10 +307,18 @@ impl DurableSource {
         let Some(mut batch) = self.batch.take() else {
             return;
         };
+        let mut unwritten = Vec::new();
         while let Ok(Some(Ok(msg))) =
             tokio::time::timeout(Duration::from_millis(100), batch.next()).await
         {
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            unwritten.push(msg);
+        }
+        // Withdraw the pull request first, so that the events handed back
+        // cannot be delivered to it again on their way to the next reader.
+        drop(batch);
+        let _ = self.client.flush().await;
+        for msg in unwritten {
+            let _ = msg.double_ack_with(AckKind::Nak(None)).await;
         }
     }
 }
@@ -391,6 +400,7 @@ async fn open(
                 info.num_pending + info.num_ack_pending as u64
             );
             Ok(Source::Durable(Box::new(DurableSource {
+                client: client.clone(),
                 consumer,
                 name: name.clone(),
                 batch: None,

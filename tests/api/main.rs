@@ -1,5 +1,6 @@
 //! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
 //! All modules build into one test binary.
 
+mod consumers;
 mod helpers;
 mod webhook;
