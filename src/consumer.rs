@@ -289,6 +289,17 @@ fn same_filters(config: &consumer::pull::Config, filters: &[SubjectFilter]) -> b
     have == want
 }
 
+/// What [`bind_durable`] found on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// The consumer did not exist; it starts where `start` says.
+    Created,
+    /// It existed with these filters; it resumes after its last acknowledged event.
+    Resumed,
+    /// It existed with other filters (given here); they were replaced, its position kept.
+    FiltersChanged(Vec<String>),
+}
+
 /// Binds the durable pull consumer `name` on `stream`, creating it (reading
 /// from `start`) when it does not exist. An existing consumer keeps its
 /// position: only its filters are updated when they changed. Every copy of a
@@ -301,41 +312,65 @@ pub async fn durable(
     filters: &[SubjectFilter],
     start: Start,
 ) -> Result<consumer::PullConsumer, BindError> {
+    bind_durable(js, stream, name, filters, start)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// As [`durable`], also telling whether the consumer was created, resumed or
+/// had its filters changed.
+pub async fn bind_durable(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+) -> Result<(consumer::PullConsumer, Bound), BindError> {
     if !is_valid_consumer_name(name) {
         return Err(BindError::InvalidName(name.to_owned()));
     }
     let stream_handle = get_stream(js, stream).await?;
     let (filter_subject, filter_subjects) = split_filters(filters);
-    let existing = stream_handle.consumer_info(name).await;
-    let result = match existing {
+    let failed = |e: String| BindError::Nats(format!("cannot set up consumer `{name}`: {e}"));
+    match stream_handle.consumer_info(name).await {
         Ok(info) => {
             let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
                 .map_err(|e| BindError::Nats(format!("consumer `{name}`: {e}")))?;
             if same_filters(&config, filters) {
-                return Ok(consumer::Consumer::new(config, info, js.clone()));
+                return Ok((
+                    consumer::Consumer::new(config, info, js.clone()),
+                    Bound::Resumed,
+                ));
+            }
+            let mut before = config.filter_subjects.clone();
+            if !config.filter_subject.is_empty() {
+                before.push(config.filter_subject.clone());
             }
             config.filter_subject = filter_subject;
             config.filter_subjects = filter_subjects;
-            stream_handle
+            let updated = stream_handle
                 .update_consumer(config)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| failed(e.to_string()))?;
+            Ok((updated, Bound::FiltersChanged(before)))
         }
-        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => stream_handle
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(name.to_owned()),
-                description: Some("fastpix-nats-bridge consumer".to_owned()),
-                filter_subject,
-                filter_subjects,
-                deliver_policy: start.policy(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    result.map_err(|e| BindError::Nats(format!("cannot set up consumer `{name}`: {e}")))
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            let created = stream_handle
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    description: Some("fastpix-nats-bridge consumer".to_owned()),
+                    filter_subject,
+                    filter_subjects,
+                    deliver_policy: start.policy(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            Ok((created, Bound::Created))
+        }
+        Err(e) => Err(failed(e.to_string())),
+    }
 }
 
 /// As [`durable`], but waits for NATS, JetStream and the stream to be there,

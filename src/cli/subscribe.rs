@@ -19,7 +19,9 @@ use futures_util::{Stream, StreamExt};
 use time::OffsetDateTime;
 
 use crate::cli::templates::created_at;
-use crate::consumer::{self, BindError, Event, Family, Patience, Start, SubjectFilter, headers};
+use crate::consumer::{
+    self, BindError, Bound, Event, Family, Patience, Start, SubjectFilter, headers,
+};
 use crate::settings::{Settings, env_name};
 use crate::startup::shutdown_signal;
 use crate::subject::SubjectPrefix;
@@ -393,10 +395,27 @@ async fn open(
         }
         Mode::Durable { name, start } => {
             let js = jetstream::new(client.clone());
-            let consumer = consumer::durable(&js, stream, name, filters, *start).await?;
+            let (consumer, bound) =
+                consumer::bind_durable(&js, stream, name, filters, *start).await?;
+            match &bound {
+                Bound::Created => {}
+                Bound::Resumed if *start != Start::New => eprintln!(
+                    "note: durable consumer `{name}` already exists and resumes where it left off; --all and --since apply only when it is created"
+                ),
+                Bound::Resumed => {}
+                Bound::FiltersChanged(before) => eprintln!(
+                    "note: durable consumer `{name}` had the filters {}; they are now {shown}, and it keeps its place in the stream",
+                    before.join(" ")
+                ),
+            }
             let info = consumer.cached_info();
+            let how = if bound == Bound::Created {
+                "created"
+            } else {
+                "resumed"
+            };
             eprintln!(
-                "ready: durable consumer `{name}` on stream {stream} ({shown}), {} event(s) waiting; each is acknowledged once written",
+                "ready: durable consumer `{name}` ({how}) on stream {stream} ({shown}), {} event(s) waiting; each is acknowledged once written",
                 info.num_pending + info.num_ack_pending as u64
             );
             Ok(Source::Durable(Box::new(DurableSource {

@@ -472,6 +472,32 @@ async fn filters_deliver_only_matching_subjects() {
     let info = consumer_info(&nats, "media-only").await;
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
 
+    // Bound again with another filter: it keeps its place and delivers only the new filter.
+    let url = nats.url();
+    let rebound = Proc::spawn(command(
+        bin(),
+        &[
+            "subscribe",
+            "--durable",
+            "media-only",
+            "--json",
+            "--count",
+            "1",
+            "live_stream",
+        ],
+        &[("FASTPIX_BRIDGE__NATS__URL", url.as_str())],
+    ));
+    let media = event_body("video.media.ready", "rebound-0");
+    let live = event_body("video.live_stream.idle", "rebound-1");
+    post_all(&app, &[media, live.clone()]).await;
+    let (status, out, err) = rebound.finish().await;
+    assert!(status.success(), "{err}");
+    assert_eq!(String::from_utf8(out).unwrap(), format!("{live}\n"));
+    assert!(
+        err.contains("had the filters fastpix.video.media.>"),
+        "{err}"
+    );
+
     // A live subscription with a filter: the non-matching event posted first never shows.
     let live = Proc::subscribe(
         &nats,
@@ -600,16 +626,28 @@ async fn a_durable_consumer_resumes_after_k_of_n_with_nothing_twice() {
         (0, 0, 0)
     );
 
-    // A third start gets only what is new.
+    // A third start gets only what is new: --all does not rewind an existing consumer.
     let fresh = event_body("video.media.ready", "r-new");
     post_all(&app, std::slice::from_ref(&fresh)).await;
     let (status, out, err) = run(
-        &["subscribe", "--durable", "resume", "--json", "--count", "1"],
+        &[
+            "subscribe",
+            "--durable",
+            "resume",
+            "--all",
+            "--json",
+            "--count",
+            "1",
+        ],
         &env,
     )
     .await;
     assert!(status.success(), "{err}");
     assert_eq!(out, format!("{fresh}\n"));
+    assert!(
+        err.contains("already exists and resumes where it left off") && err.contains("(resumed)"),
+        "{err}"
+    );
 }
 
 /// Stores `bodies` on their subjects straight through JetStream (faster than
