@@ -6,10 +6,12 @@
 //! answers only once JetStream has acknowledged it. [`subject`] maps event
 //! types to subjects, [`settings`] loads and validates configuration,
 //! [`error`] maps failures to HTTP answers, [`telemetry`] sets up logs and
-//! [`startup`] wires it all and handles shutdown.
+//! [`startup`] wires it all and handles shutdown. [`healthcheck`] is the
+//! probe a container runs to ask a bridge whether it is ready.
 
 pub mod envelope;
 pub mod error;
+pub mod healthcheck;
 pub mod ingest;
 pub mod publisher;
 pub mod routes;

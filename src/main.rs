@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use fastpix_nats_bridge::healthcheck;
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
 use fastpix_nats_bridge::startup::{Application, shutdown_signal};
 use fastpix_nats_bridge::telemetry;
@@ -21,20 +23,38 @@ struct Cli {
 enum Command {
     /// Receive webhooks and publish them (the default).
     Serve,
+    /// Exit 0 when a running bridge answers 2xx at URL, 1 otherwise (for
+    /// container healthchecks; needs no settings).
+    Healthcheck {
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// Longest wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+        Command::Serve => {
+            let settings = match Settings::load(cli.config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(settings).await
+        }
+        Command::Healthcheck { url, timeout } => match healthcheck::check(&url, timeout).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
