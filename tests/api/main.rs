@@ -1,6 +1,8 @@
 //! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
 //! All modules build into one test binary.
 
+mod deploy;
+mod deploy_files;
 mod helpers;
 mod process;
 mod sender;
