@@ -13,6 +13,8 @@ ARG CARGO_CHEF_VERSION=0.1.78
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 ARG CARGO_CHEF_VERSION
 RUN cargo install cargo-chef --locked --version ${CARGO_CHEF_VERSION}
+# Set here so the dependency layer and the final build share one profile.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 WORKDIR /app
 
 FROM chef AS planner
