@@ -145,42 +145,115 @@ fn header_string(raw: &RawValue) -> Option<String> {
 /// A reference to another FastPix object (`object`, `workspace`, `environment`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRef {
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
 }
 
 /// A FastPix event as a consumer reads it: only `type` is required, both
-/// spellings of the older envelope are accepted, and `createdAt` keeps its
-/// nanoseconds (as the string FastPix sent).
+/// spellings of the older envelope are accepted, an optional field of an
+/// unexpected shape reads as absent rather than failing the event, and
+/// `createdAt` keeps its nanoseconds (as the string FastPix sent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The idempotency key: the same event delivered twice has the same id.
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_ref",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub object: Option<ObjectRef>,
     #[serde(
         default,
         alias = "environment",
+        deserialize_with = "lenient_ref",
         skip_serializing_if = "Option::is_none"
     )]
     pub workspace: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<String>,
     #[serde(
         rename = "createdAt",
         alias = "created_at",
         default,
+        deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub created_at: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+}
+
+impl Event {
+    /// Reads a message payload (the webhook body, byte for byte).
+    pub fn from_json(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+
+    /// `createdAt` as a UTC timestamp with its nanoseconds; `None` when it
+    /// is missing or not RFC 3339.
+    pub fn created_at_time(&self) -> Option<time::OffsetDateTime> {
+        let raw = self.created_at.as_deref()?;
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.to_offset(time::UtcOffset::UTC))
+    }
+
+    /// `object.id`: the media, upload or live stream the event is about.
+    pub fn object_id(&self) -> Option<&str> {
+        self.object.as_ref().and_then(|o| o.id.as_deref())
+    }
+
+    /// `workspace.id` (or `environment.id` in the older envelope).
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.workspace.as_ref().and_then(|w| w.id.as_deref())
+    }
+}
+
+/// A string, or a number as some ids are sent; anything else reads as absent.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// An object reference; any other shape reads as absent.
+fn lenient_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ObjectRef>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(value
+        .is_object()
+        .then(|| serde_json::from_value(value).ok())
+        .flatten())
 }
 
 #[cfg(test)]
@@ -293,10 +366,27 @@ mod tests {
             r#"{"type":"video.media.ready","id":"1","environment":{"id":"e"},"created_at":"2026-05-11T20:42:16.361817248Z","extra":1}"#,
         )
         .unwrap();
-        assert_eq!(e.workspace.unwrap().id.as_deref(), Some("e"));
+        assert_eq!(e.workspace.as_ref().unwrap().id.as_deref(), Some("e"));
         assert_eq!(
             e.created_at.as_deref(),
             Some("2026-05-11T20:42:16.361817248Z")
         );
+        assert_eq!(e.created_at_time().unwrap().nanosecond(), 361_817_248);
+        assert_eq!(e.workspace_id(), Some("e"));
+
+        let odd = Event::from_json(
+            br#"{"type":"t","id":42,"object":"weird","workspace":[1],"status":{"a":1},"createdAt":7,"data":null}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.id.as_deref(), Some("42"));
+        assert_eq!(
+            (&odd.object, &odd.workspace, &odd.status),
+            (&None, &None, &None)
+        );
+        assert_eq!(odd.created_at.as_deref(), Some("7"));
+        assert_eq!(odd.created_at_time(), None);
+        let odd = Event::from_json(br#"{"type":"t","object":{"id":9,"type":[]}}"#).unwrap();
+        assert_eq!(odd.object_id(), Some("9"));
+        assert!(Event::from_json(br#"{"id":"no type"}"#).is_err());
     }
 }

@@ -5,10 +5,16 @@
 //! [`envelope`] reading, headers) and leaves through [`publisher`], which
 //! answers only once JetStream has acknowledged it. [`subject`] maps event
 //! types to subjects, [`settings`] loads and validates configuration,
+//! [`connection`] holds the NATS options the bridge and its clients share,
 //! [`error`] maps failures to HTTP answers, [`telemetry`] sets up logs and
-//! [`startup`] wires it all and handles shutdown. [`healthcheck`] is the
+//! [`startup`] wires it all and handles shutdown. On the other side,
+//! [`consumer`] is what Rust services consuming the events depend on, and
+//! [`cli`] holds the `subscribe` and `send` commands. [`healthcheck`] is the
 //! probe a container runs to ask a bridge whether it is ready.
 
+pub mod cli;
+pub mod connection;
+pub mod consumer;
 pub mod envelope;
 pub mod error;
 pub mod healthcheck;

@@ -3,8 +3,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use fastpix_nats_bridge::cli::send::{self, SendArgs};
+use fastpix_nats_bridge::cli::subscribe::{self, SubscribeArgs};
 use fastpix_nats_bridge::healthcheck;
-use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
+use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use fastpix_nats_bridge::startup::{Application, shutdown_signal};
 use fastpix_nats_bridge::telemetry;
 
@@ -23,6 +25,10 @@ struct Cli {
 enum Command {
     /// Receive webhooks and publish them (the default).
     Serve,
+    /// Print events from NATS as they arrive (live, durable, or replayed from the stream).
+    Subscribe(SubscribeArgs),
+    /// Post signed test events to a bridge, as FastPix would, and print its answers.
+    Send(SendArgs),
     /// Exit 0 when a running bridge answers 2xx at URL, 1 otherwise (for
     /// container healthchecks; needs no settings).
     Healthcheck {
@@ -37,24 +43,37 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let settings = match Settings::load(cli.config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            serve(settings).await
+    let command = cli.command.unwrap_or(Command::Serve);
+    let purpose = match command {
+        Command::Serve => Purpose::Bridge,
+        Command::Subscribe(_) | Command::Send(_) => Purpose::Client,
+        Command::Healthcheck { url, timeout } => return check_health(&url, timeout).await,
+    };
+    let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
-        Command::Healthcheck { url, timeout } => match healthcheck::check(&url, timeout).await {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    };
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Subscribe(args) => {
+            telemetry::init_with(settings.log.format, "warn");
+            subscribe::run(args, &settings).await
+        }
+        Command::Send(args) => send::run(args, &settings).await,
+        Command::Healthcheck { url, timeout } => check_health(&url, timeout).await,
+    }
+}
+
+async fn check_health(url: &str, timeout: Duration) -> ExitCode {
+    match healthcheck::check(url, timeout).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -302,15 +302,9 @@ async fn connect_options(
     nats: &NatsSettings,
     connected: Arc<Notify>,
 ) -> Result<ConnectOptions, ConnectError> {
-    let mut options = ConnectOptions::new()
-        .name("fastpix-nats-bridge")
+    let options = crate::connection::options(nats, "fastpix-nats-bridge")
+        .await?
         .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(nats.connect_timeout)
-        .reconnect_delay_callback(|attempts| {
-            // 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
-            Duration::from_millis((attempts as u64 * 100).min(2000))
-        })
         .event_callback(move |event| {
             let connected = connected.clone();
             async move {
@@ -324,27 +318,5 @@ async fn connect_options(
                 }
             }
         });
-    if let Some(path) = &nats.creds_file {
-        options =
-            options
-                .credentials_file(path)
-                .await
-                .map_err(|source| ConnectError::Credentials {
-                    key: "nats.creds_file",
-                    source,
-                })?;
-    }
-    if let Some(token) = &nats.token {
-        options = options.token(token.clone());
-    }
-    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
-        options = options.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(ca) = &nats.tls_ca_file {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
     Ok(options)
 }

@@ -271,6 +271,15 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         .collect())
 }
 
+/// Who the settings are for: the bridge must be able to verify what it
+/// receives; a client (`subscribe`, `send`, a worker) shares the NATS,
+/// subject and stream settings but may have no webhook secret at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Bridge,
+    Client,
+}
+
 impl Settings {
     /// Loads from an optional file and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
@@ -279,6 +288,23 @@ impl Settings {
 
     /// As [`Settings::load`], with the environment given as a map (for tests).
     pub fn load_from(
+        file: Option<&Path>,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        Self::load_for(Purpose::Bridge, file, env)
+    }
+
+    /// Loads the settings a client command or a consumer needs, from the same
+    /// file and variables as the bridge. Every rule is checked except that a
+    /// signing secret must be set; secrets that are set must still be valid.
+    pub fn load_client(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_for(Purpose::Client, file, None)
+    }
+
+    /// Loads for `purpose` from an optional file and an environment map
+    /// (`None`: the process environment).
+    pub fn load_for(
+        purpose: Purpose,
         file: Option<&Path>,
         env: Option<config::Map<String, String>>,
     ) -> Result<Self, SettingsError> {
@@ -306,7 +332,7 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| SettingsError::Load(describe_config_error(&e)))?;
-        raw.validate()
+        raw.validate(purpose)
     }
 }
 
@@ -324,7 +350,7 @@ fn describe_config_error(e: &config::ConfigError) -> String {
 }
 
 impl Raw {
-    fn validate(self) -> Result<Settings, SettingsError> {
+    fn validate(self, purpose: Purpose) -> Result<Settings, SettingsError> {
         let secrets = self
             .webhook
             .signing_secrets
@@ -336,7 +362,7 @@ impl Raw {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if secrets.is_empty() && !self.webhook.allow_unsigned {
+        if secrets.is_empty() && !self.webhook.allow_unsigned && purpose == Purpose::Bridge {
             return Err(invalid(
                 "webhook.signing_secrets",
                 format!(
@@ -539,6 +565,35 @@ mod tests {
         );
         let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__ALLOW_UNSIGNED", "true")]).unwrap();
         assert!(s.webhook.allow_unsigned && s.webhook.verifier.is_empty());
+    }
+
+    #[test]
+    fn clients_load_without_a_secret_but_keep_every_other_rule() {
+        let client = |pairs: &[(&str, &str)]| Settings::load_for(Purpose::Client, None, env(pairs));
+        let s = client(&[("FASTPIX_BRIDGE__NATS__URL", "nats://n:4222")]).unwrap();
+        assert!(s.webhook.verifier.is_empty());
+        assert_eq!(s.nats.url, vec!["nats://n:4222"]);
+        let s = client(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
+        assert_eq!(s.webhook.verifier.secrets().len(), 1);
+        for (pairs, key) in [
+            (
+                &[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", "not*base64")][..],
+                "webhook.signing_secrets",
+            ),
+            (&[("FASTPIX_BRIDGE__NATS__URL", " , ")][..], "nats.url"),
+            (
+                &[("FASTPIX_BRIDGE__SUBJECT__PREFIX", "a..b")][..],
+                "subject.prefix",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__JETSTREAM__STREAM", "a.b")][..],
+                "jetstream.stream",
+            ),
+            (&[("FASTPIX_BRIDGE__NATS__LISEN", "x")][..], "lisen"),
+        ] {
+            let err = client(pairs).unwrap_err().to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

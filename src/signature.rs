@@ -95,6 +95,11 @@ impl Verifier {
         self.secrets.is_empty()
     }
 
+    /// The secrets in the order they were configured (`send` signs with the first).
+    pub fn secrets(&self) -> &[SigningSecret] {
+        &self.secrets
+    }
+
     /// True when `header` is a valid signature of `body` under any secret.
     /// Every secret is tried, so timing does not reveal which one matched.
     pub fn verify(&self, header: &[u8], body: &[u8]) -> bool {

@@ -172,6 +172,155 @@ fn push_token(out: &mut String, token: &str) {
     }
 }
 
+/// A subject filter for a subscription or a JetStream consumer, known to
+/// lie under the prefix and to be well formed: tokens the bridge can publish,
+/// `*` for one whole token, `>` only as the last token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubjectFilter(String);
+
+impl SubjectFilter {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when a subject published by the bridge matches this filter.
+    pub fn matches(&self, subject: &str) -> bool {
+        let mut wanted = self.0.split('.');
+        let mut got = subject.split('.');
+        loop {
+            match (wanted.next(), got.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(w), Some(g)) if w == g => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl SubjectFilter {
+    /// True when every subject `other` matches is matched by `self` too.
+    pub fn covers(&self, other: &SubjectFilter) -> bool {
+        let mut mine = self.0.split('.');
+        let mut theirs = other.0.split('.');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(t)) if t != ">" => {}
+                (Some(m), Some(t)) if m == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// True when some subject matches both filters. JetStream refuses
+    /// overlapping filters on one consumer, and two overlapping core
+    /// subscriptions would deliver such a subject twice.
+    pub fn overlaps(&self, other: &SubjectFilter) -> bool {
+        let mut a = self.0.split('.');
+        let mut b = other.0.split('.');
+        loop {
+            match (a.next(), b.next()) {
+                (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+                (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
+                (Some(x), Some(y)) if x == y => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl fmt::Display for SubjectFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for SubjectFilter {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a filter was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum InvalidFilter {
+    #[error("a filter cannot be empty")]
+    Empty,
+    #[error("`>` may only be the last token (it matches everything after it)")]
+    TailNotLast,
+    #[error("empty token (two dots in a row, or a dot at either end)")]
+    EmptyToken,
+    #[error(
+        "token {0:?} has characters the bridge never puts in a subject: use letters, digits, `_` or `-`, or `*`/`>` as a whole token"
+    )]
+    BadToken(String),
+    #[error("{0}")]
+    Type(#[from] InvalidEventType),
+}
+
+impl SubjectPrefix {
+    /// Resolves a filter as a user writes it. Text that starts with the prefix
+    /// (`fastpix.video.media.*`) is a NATS subject filter, checked and kept.
+    /// Anything else is a FastPix event type or pattern (`video.live_stream.*`,
+    /// `Video.media.live_stream.created`), mapped token by token exactly as the
+    /// bridge maps the types it publishes, with `*` and a final `>` kept as
+    /// wildcards.
+    pub fn filter(&self, input: &str) -> Result<SubjectFilter, InvalidFilter> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(InvalidFilter::Empty);
+        }
+        match input
+            .strip_prefix(self.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            Some(rest) => self.subject_filter(rest),
+            None => self.type_filter(input),
+        }
+    }
+
+    /// `rest` is what follows `<prefix>.` in a NATS subject filter.
+    fn subject_filter(&self, rest: &str) -> Result<SubjectFilter, InvalidFilter> {
+        let tokens: Vec<&str> = rest.split('.').collect();
+        for (i, token) in tokens.iter().enumerate() {
+            match *token {
+                "" => return Err(InvalidFilter::EmptyToken),
+                ">" if i + 1 != tokens.len() => return Err(InvalidFilter::TailNotLast),
+                ">" | "*" => {}
+                t if t.bytes().all(is_subject_byte) => {}
+                t => return Err(InvalidFilter::BadToken(t.to_owned())),
+            }
+        }
+        Ok(SubjectFilter(format!("{}.{rest}", self.0)))
+    }
+
+    /// An event type or pattern, mapped with the bridge's own token rules.
+    fn type_filter(&self, pattern: &str) -> Result<SubjectFilter, InvalidFilter> {
+        let pattern = EventType::parse(pattern)?;
+        let tokens: Vec<&str> = pattern.0.split('.').collect();
+        let mut out = String::with_capacity(self.0.len() + 1 + pattern.0.len());
+        out.push_str(&self.0);
+        for (i, token) in tokens.iter().enumerate() {
+            out.push('.');
+            match *token {
+                ">" if i + 1 != tokens.len() => return Err(InvalidFilter::TailNotLast),
+                ">" | "*" => out.push_str(token),
+                t => push_token(&mut out, t),
+            }
+        }
+        Ok(SubjectFilter(out))
+    }
+
+    /// `<prefix>.>` as a filter.
+    pub fn all(&self) -> SubjectFilter {
+        SubjectFilter(self.wildcard())
+    }
+}
+
 /// Maps an event type to its subject under `prefix`; convenience for
 /// consumers that hold plain strings.
 pub fn subject_for_type(
@@ -323,6 +472,112 @@ mod tests {
             let s = prefix.subject_for(&EventType::parse(t).unwrap());
             assert!(is_valid_subject_under(&prefix, s.as_str()), "{t:?} → {s}");
         }
+    }
+
+    #[test]
+    fn filters_are_subject_filters_or_type_patterns_mapped_like_types() {
+        let p = SubjectPrefix::default();
+        let f = |s: &str| p.filter(s).map(|f| f.to_string());
+        for (input, want) in [
+            ("fastpix.video.media.*", "fastpix.video.media.*"),
+            ("fastpix.>", "fastpix.>"),
+            (
+                "fastpix.video.live_stream.active",
+                "fastpix.video.live_stream.active",
+            ),
+            (
+                "video.live_stream.active",
+                "fastpix.video.live_stream.active",
+            ),
+            ("video.live_stream.*", "fastpix.video.live_stream.*"),
+            ("video.>", "fastpix.video.>"),
+            (">", "fastpix.>"),
+            ("*.media.ready", "fastpix.*.media.ready"),
+            (
+                "Video.media.live_stream.created",
+                "fastpix.Video.media.live_stream.created",
+            ),
+            ("video.media.ready*", "fastpix.video.media.ready_"),
+            ("video..idle", "fastpix.video._.idle"),
+            ("vidéo.média", "fastpix.vid_o.m_dia"),
+            ("  video.media.ready ", "fastpix.video.media.ready"),
+        ] {
+            assert_eq!(f(input).as_deref(), Ok(want), "{input:?}");
+        }
+        // A type pattern maps to the very subject the bridge publishes that type on.
+        for t in ["video.media.ready*", "video..idle", "vidéo.média", "a b.c"] {
+            assert_eq!(
+                f(t).unwrap(),
+                subject_for_type(&p, t).unwrap().to_string(),
+                "{t:?}"
+            );
+        }
+        assert_eq!(f(""), Err(InvalidFilter::Empty));
+        assert_eq!(f("video.>.ready"), Err(InvalidFilter::TailNotLast));
+        assert_eq!(f("fastpix.>.x"), Err(InvalidFilter::TailNotLast));
+        assert_eq!(f("fastpix.video..x"), Err(InvalidFilter::EmptyToken));
+        assert_eq!(f("fastpix."), Err(InvalidFilter::EmptyToken));
+        assert!(matches!(
+            f("fastpix.video.ready*"),
+            Err(InvalidFilter::BadToken(_))
+        ));
+        assert!(matches!(f("fastpix.a b"), Err(InvalidFilter::BadToken(_))));
+        assert_eq!(
+            f("video.\nready"),
+            Err(InvalidFilter::Type(InvalidEventType::ControlCharacter))
+        );
+        assert_eq!(
+            f("a\tb"),
+            Err(InvalidFilter::Type(InvalidEventType::ControlCharacter))
+        );
+        assert_eq!(
+            f(&["a"; 17].join(".")),
+            Err(InvalidFilter::Type(InvalidEventType::TooManyTokens))
+        );
+        let acme = SubjectPrefix::new("acme.fastpix").unwrap();
+        assert_eq!(
+            acme.filter("acme.fastpix.video.>").unwrap().as_str(),
+            "acme.fastpix.video.>"
+        );
+        assert_eq!(
+            acme.filter("fastpix.video.>").unwrap().as_str(),
+            "acme.fastpix.fastpix.video.>"
+        );
+    }
+
+    #[test]
+    fn filters_match_like_nats() {
+        let p = SubjectPrefix::default();
+        let m = |f: &str, s: &str| p.filter(f).unwrap().matches(s);
+        assert!(m("video.live_stream.*", "fastpix.video.live_stream.active"));
+        assert!(!m(
+            "video.live_stream.*",
+            "fastpix.video.live_stream.simulcast.created"
+        ));
+        assert!(m("video.>", "fastpix.video.live_stream.simulcast.created"));
+        assert!(!m("video.>", "fastpix.video"));
+        assert!(m(">", "fastpix.invalid"));
+        assert!(!m("video.media.ready", "fastpix.video.media.ready.x"));
+        assert!(!m("video.media.ready", "fastpix.video.media"));
+    }
+
+    #[test]
+    fn filters_know_when_they_cover_or_overlap_each_other() {
+        let p = SubjectPrefix::default();
+        let f = |s: &str| p.filter(s).unwrap();
+        assert!(f(">").covers(&f("video.media.ready")));
+        assert!(f("video.>").covers(&f("video.*.ready")));
+        assert!(f("video.*.ready").covers(&f("video.media.ready")));
+        assert!(f("video.media.ready").covers(&f("video.media.ready")));
+        assert!(!f("video.media.ready").covers(&f("video.*.ready")));
+        assert!(!f("video.*").covers(&f("video.>")));
+        assert!(!f("video.*").covers(&f("video.media.ready")));
+
+        assert!(f("*.media.ready").overlaps(&f("video.*.ready")));
+        assert!(f("video.>").overlaps(&f("*.media")));
+        assert!(!f("video.live_stream.*").overlaps(&f("video.live_stream.simulcast.*")));
+        assert!(!f("video.media.>").overlaps(&f("video.upload.>")));
+        assert!(!f("video.media").overlaps(&f("video.media.>")));
     }
 
     #[test]

@@ -6,7 +6,14 @@ use crate::settings::LogFormat;
 
 /// Installs the global subscriber; a second call (as in tests) is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, "info");
+}
+
+/// As [`init`], with another level when `RUST_LOG` is not set (client
+/// commands keep stderr quiet unless something goes wrong).
+pub fn init_with(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,6 +2,7 @@
 //! All modules build into one test binary.
 
 mod cluster;
+mod consumers;
 mod deploy;
 mod deploy_files;
 mod helpers;

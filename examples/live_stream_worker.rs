@@ -1,0 +1,209 @@
+//! A worker that reacts to live-stream state changes.
+//!
+//! It reads the live-stream family (`video.live_stream.*`, `video.asset.created`)
+//! through the durable JetStream consumer `live-stream-worker`: events that
+//! arrive while it is down wait in the stream, and a restart resumes after the
+//! last event it acknowledged. FastPix delivers at least once and in no
+//! guaranteed order, so the worker keeps the last event it applied per live
+//! stream and ignores repeats and events older than that one.
+//!
+//! It prints one line per event on stdout; progress and problems go to stderr.
+//!
+//! ```text
+//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run --example live_stream_worker
+//! ```
+//!
+//! Settings are the bridge's own (`FASTPIX_BRIDGE__NATS__*`, `…__SUBJECT__PREFIX`,
+//! `…__JETSTREAM__STREAM`, or the file in `FASTPIX_BRIDGE_CONFIG`); no signing
+//! secret is needed. It waits, without end, for NATS and for the stream.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
+use fastpix_nats_bridge::consumer::{self, Event, Family, Patience, Start};
+use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
+use fastpix_nats_bridge::startup::shutdown_signal;
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+
+const DURABLE: &str = "live-stream-worker";
+
+/// What the worker knows about one live stream.
+struct LiveStream {
+    status: String,
+    last_event_id: Option<String>,
+    last_event_at: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+struct Worker {
+    streams: HashMap<String, LiveStream>,
+}
+
+impl Worker {
+    /// Applies one event and returns the line that describes what was done.
+    fn handle(&mut self, event: &Event) -> String {
+        let stream_id = match event.event_type.as_str() {
+            // The recording of a live stream became a media: file it under the stream.
+            "video.asset.created" => event
+                .data
+                .get("liveStreamId")
+                .and_then(|v| v.as_str())
+                .or(event.object_id()),
+            _ => event.object_id(),
+        }
+        .unwrap_or("unknown")
+        .to_owned();
+        let event_id = event.id.clone().unwrap_or_else(|| "-".to_owned());
+        let at = event.created_at.clone().unwrap_or_else(|| "-".to_owned());
+        let suffix = format!("[{} event={event_id} createdAt={at}]", event.event_type);
+
+        let known = self.streams.get(&stream_id);
+        if let Some(k) = known {
+            if event.id.is_some() && k.last_event_id == event.id {
+                return format!("live stream {stream_id}: already handled, skipped {suffix}");
+            }
+            if let (Some(new), Some(old)) = (event.created_at_time(), k.last_event_at)
+                && new < old
+            {
+                return format!(
+                    "live stream {stream_id}: older than the last event applied, ignored {suffix}"
+                );
+            }
+        }
+        let action = event.event_type.rsplit('.').next().unwrap_or_default();
+        let is_asset = event.event_type == "video.asset.created";
+        let status = if is_asset {
+            known.map_or("idle".to_owned(), |k| k.status.clone())
+        } else {
+            event.status.clone().unwrap_or_else(|| action.to_owned())
+        };
+        let reaction = if is_asset {
+            format!(
+                "recording saved as media {}: adding it to the replay shelf",
+                event.object_id().unwrap_or("-")
+            )
+        } else {
+            match action {
+                "created" => "registered: waiting for the encoder".to_owned(),
+                "connected" => "encoder connected: showing \"starting soon\"".to_owned(),
+                "recording" => "recording started".to_owned(),
+                "active" => "ON AIR: publishing the player page and notifying followers".to_owned(),
+                "disconnected" => {
+                    "encoder dropped: holding the page for the reconnect window".to_owned()
+                }
+                "idle" => "broadcast over: taking the player page down".to_owned(),
+                "updated" => "settings changed: refreshing the cached stream settings".to_owned(),
+                "enabled" => "enabled: broadcasts accepted again".to_owned(),
+                "disabled" => "disabled: new broadcasts are refused".to_owned(),
+                "deleted" => "deleted: forgetting it".to_owned(),
+                other => format!("{other}: no action"),
+            }
+        };
+        let transition = match known {
+            Some(k) if k.status != status => format!("{} -> {status}", k.status),
+            _ => status.clone(),
+        };
+        if action == "deleted" && !is_asset {
+            self.streams.remove(&stream_id);
+        } else {
+            self.streams.insert(
+                stream_id.clone(),
+                LiveStream {
+                    status,
+                    last_event_id: event.id.clone(),
+                    last_event_at: event.created_at_time(),
+                },
+            );
+        }
+        format!("live stream {stream_id}: {transition}: {reaction} {suffix}")
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // async_nats reports every reconnect attempt at info; one warning per outage is enough.
+    fastpix_nats_bridge::telemetry::init_with(Default::default(), "info,async_nats=warn");
+    let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+    let settings = match Settings::load_client(file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match consumer::connect(&settings.nats, DURABLE, Patience::Forever).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let js = jetstream::new(client.clone());
+    let filters = Family::LiveStream.filters(&settings.webhook.prefix);
+    let mut worker = Worker::default();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tracing::info!(servers = ?settings.nats.url, consumer = DURABLE, "starting");
+    'bind: loop {
+        let bind = consumer::durable_when_ready(
+            &js,
+            &settings.jetstream.stream,
+            DURABLE,
+            &filters,
+            Start::All,
+            Duration::from_secs(2),
+        );
+        let bound = tokio::select! {
+            _ = &mut shutdown => break 'bind,
+            bound = bind => bound,
+        };
+        let consumer = match bound {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the consumer; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        tracing::info!(stream = %settings.jetstream.stream, filters = ?filters.iter().map(|f| f.as_str()).collect::<Vec<_>>(), "waiting for live-stream events");
+        loop {
+            let next = tokio::select! {
+                _ = &mut shutdown => break 'bind,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    match Event::from_json(&msg.payload) {
+                        Ok(event) => println!("[{DURABLE}] {}", worker.handle(&event)),
+                        Err(e) => println!(
+                            "[{DURABLE}] skipped a message on {} that is not an event: {e}",
+                            msg.subject
+                        ),
+                    }
+                    if let Err(e) = msg.double_ack().await {
+                        tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
+                    }
+                }
+                Some(Err(e)) if matches!(e.kind(), MessagesErrorKind::ConsumerDeleted) => {
+                    tracing::warn!("the consumer was deleted; creating it again");
+                    continue 'bind;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
+                None => continue 'bind,
+            }
+        }
+    }
+    let _ = client.drain().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,215 @@
+//! A service that keeps a media catalogue: what media exist, whether they
+//! are ready to play, and their playback id.
+//!
+//! It reads the media family (`video.media.>`) as a queue group: every copy
+//! of the service binds the same durable JetStream consumer, `media-catalog`,
+//! and JetStream hands each event to exactly one of them. Start one copy or
+//! ten, none sees an event twice (unless it dies before acknowledging it), and
+//! events published while every copy is down wait in the stream. In a real
+//! service the catalogue is a table all copies share; here each copy keeps
+//! the share it was given in memory and says so.
+//!
+//! It prints one line per event on stdout; progress and problems go to stderr.
+//!
+//! ```text
+//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run --example media_catalog
+//! ```
+//!
+//! Settings are the bridge's own (`FASTPIX_BRIDGE__NATS__*`, `…__SUBJECT__PREFIX`,
+//! `…__JETSTREAM__STREAM`, or the file in `FASTPIX_BRIDGE_CONFIG`); no signing
+//! secret is needed. It waits, without end, for NATS and for the stream.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
+use fastpix_nats_bridge::consumer::{self, Event, Family, Patience, Start};
+use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
+use fastpix_nats_bridge::startup::shutdown_signal;
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+
+/// The queue group: the durable consumer every copy binds.
+const GROUP: &str = "media-catalog";
+
+/// One media as the catalogue lists it.
+struct Entry {
+    status: String,
+    playback_id: Option<String>,
+    duration: Option<String>,
+    last_event_id: Option<String>,
+    last_event_at: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+struct Catalogue {
+    media: HashMap<String, Entry>,
+}
+
+impl Catalogue {
+    /// Applies one event and returns the line that describes the change.
+    fn apply(&mut self, event: &Event) -> String {
+        let media_id = event.object_id().unwrap_or("unknown").to_owned();
+        let event_id = event.id.clone().unwrap_or_else(|| "-".to_owned());
+        let at = event.created_at.clone().unwrap_or_else(|| "-".to_owned());
+        let suffix = format!("[{} event={event_id} createdAt={at}]", event.event_type);
+        if let Some(known) = self.media.get(&media_id) {
+            if event.id.is_some() && known.last_event_id == event.id {
+                return format!("media {media_id}: already applied, skipped {suffix}");
+            }
+            if let (Some(new), Some(old)) = (event.created_at_time(), known.last_event_at)
+                && new < old
+            {
+                return format!(
+                    "media {media_id}: older than the catalogue entry, ignored {suffix}"
+                );
+            }
+        }
+        let action = event.event_type.rsplit('.').next().unwrap_or_default();
+        let change = if matches!(action, "delete" | "deleted") {
+            self.media.remove(&media_id);
+            "removed from the catalogue".to_owned()
+        } else {
+            let data = &event.data;
+            let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            let playback_id = data
+                .get("playbackIds")
+                .and_then(|p| p.get(0))
+                .and_then(|p| p.get("id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            let status = event
+                .status
+                .clone()
+                .or_else(|| text("status"))
+                .unwrap_or_else(|| action.to_owned());
+            let previous = self.media.remove(&media_id);
+            let entry = Entry {
+                playback_id: playback_id.or(previous.as_ref().and_then(|p| p.playback_id.clone())),
+                duration: text("duration").or(previous.as_ref().and_then(|p| p.duration.clone())),
+                status,
+                last_event_id: event.id.clone(),
+                last_event_at: event.created_at_time(),
+            };
+            let change = match (&previous, entry.status.as_str()) {
+                (None, s) => format!("added ({s})"),
+                (Some(p), s) if p.status != s => format!("{} -> {s}", p.status),
+                (Some(_), s) => format!("updated ({s})"),
+            };
+            let details = match (&entry.playback_id, &entry.duration, entry.status.as_str()) {
+                (Some(pb), Some(d), "ready") => format!(", playable as {pb}, {d}"),
+                (Some(pb), None, "ready") => format!(", playable as {pb}"),
+                (_, _, "failed") => {
+                    let reason = data
+                        .pointer("/error/messages/0")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("no reason given");
+                    format!(", hidden from the catalogue: {reason}")
+                }
+                _ => String::new(),
+            };
+            self.media.insert(media_id.clone(), entry);
+            format!("{change}{details}")
+        };
+        let ready = self.media.values().filter(|e| e.status == "ready").count();
+        format!(
+            "media {media_id}: {change} (this copy lists {} media, {ready} ready) {suffix}",
+            self.media.len()
+        )
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // async_nats reports every reconnect attempt at info; one warning per outage is enough.
+    fastpix_nats_bridge::telemetry::init_with(Default::default(), "info,async_nats=warn");
+    let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+    let settings = match Settings::load_client(file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Names this copy in its lines, so a scaled stack shows who did what.
+    let copy = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
+    let client = match consumer::connect(&settings.nats, GROUP, Patience::Forever).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let js = jetstream::new(client.clone());
+    let filters = Family::Media.filters(&settings.webhook.prefix);
+    let mut catalogue = Catalogue::default();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tracing::info!(servers = ?settings.nats.url, group = GROUP, copy = %copy, "starting");
+    'bind: loop {
+        let bind = consumer::durable_when_ready(
+            &js,
+            &settings.jetstream.stream,
+            GROUP,
+            &filters,
+            Start::All,
+            Duration::from_secs(2),
+        );
+        let bound = tokio::select! {
+            _ = &mut shutdown => break 'bind,
+            bound = bind => bound,
+        };
+        let consumer = match bound {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Small pulls keep the work spread when several copies run.
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(10)
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the consumer; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        tracing::info!(stream = %settings.jetstream.stream, filters = ?filters.iter().map(|f| f.as_str()).collect::<Vec<_>>(), "waiting for media events");
+        loop {
+            let next = tokio::select! {
+                _ = &mut shutdown => break 'bind,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    match Event::from_json(&msg.payload) {
+                        Ok(event) => println!("[{GROUP}@{copy}] {}", catalogue.apply(&event)),
+                        Err(e) => println!(
+                            "[{GROUP}@{copy}] skipped a message on {} that is not an event: {e}",
+                            msg.subject
+                        ),
+                    }
+                    if let Err(e) = msg.double_ack().await {
+                        tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
+                    }
+                }
+                Some(Err(e)) if matches!(e.kind(), MessagesErrorKind::ConsumerDeleted) => {
+                    tracing::warn!("the consumer was deleted; creating it again");
+                    continue 'bind;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
+                None => continue 'bind,
+            }
+        }
+    }
+    let _ = client.drain().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,46 @@
+//! NATS connection options shared by the bridge and its clients (`subscribe`,
+//! the examples, any Rust consumer): the same servers, credentials and TLS
+//! settings, and reconnecting without end once connected.
+
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+
+use crate::publisher::ConnectError;
+use crate::settings::NatsSettings;
+
+/// Options for a connection named `name` (shown by the server's monitoring),
+/// with the credentials and TLS material of `nats`.
+pub async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, ConnectError> {
+    let mut options = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(nats.connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            // 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
+            Duration::from_millis((attempts as u64 * 100).min(2000))
+        });
+    if let Some(path) = &nats.creds_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    key: "nats.creds_file",
+                    source,
+                })?;
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &nats.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}

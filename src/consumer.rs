@@ -1,0 +1,459 @@
+//! What a Rust service needs to consume the bridge's events.
+//!
+//! - [`Event`]: the lenient envelope (only `type` is required).
+//! - [`subject_for_type`] and [`SubjectPrefix::filter`]: the very mapping the
+//!   bridge publishes with, so a consumer's filters cannot drift from it.
+//! - [`Family`]: named filters for the families of event types FastPix lists.
+//! - [`connect`], [`durable`], [`replay`]: a connection with the bridge's
+//!   settings, a durable consumer that resumes where it left off, and an
+//!   ordered replay from a point in time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer};
+use consumer::FromConsumer as _;
+use time::OffsetDateTime;
+
+pub use crate::envelope::{Event, ObjectRef};
+pub use crate::ingest::headers;
+pub use crate::publisher::ConnectError;
+pub use crate::subject::{
+    EventType, InvalidFilter, Subject, SubjectFilter, SubjectPrefix, subject_for_type,
+};
+
+use crate::settings::NatsSettings;
+
+/// A family of event types, as the FastPix documentation groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Media,
+    Upload,
+    LiveStream,
+    Simulcast,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Media,
+        Family::Upload,
+        Family::LiveStream,
+        Family::Simulcast,
+    ];
+
+    /// The name accepted as a filter by `subscribe` (`live_stream`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Media => "media",
+            Family::Upload => "upload",
+            Family::LiveStream => "live_stream",
+            Family::Simulcast => "simulcast",
+        }
+    }
+
+    /// Reads a family name; `live-stream` and `livestream` are accepted too.
+    pub fn from_name(name: &str) -> Option<Family> {
+        let name = name.trim().to_ascii_lowercase().replace('-', "_");
+        match name.as_str() {
+            "media" => Some(Family::Media),
+            "upload" | "uploads" => Some(Family::Upload),
+            "live_stream" | "livestream" | "live_streams" => Some(Family::LiveStream),
+            "simulcast" | "simulcasts" => Some(Family::Simulcast),
+            _ => None,
+        }
+    }
+
+    /// The event-type patterns of the family. They do not overlap, so any
+    /// set of families can be one JetStream consumer's filters. Live-stream
+    /// state changes are one token under `video.live_stream`, which keeps
+    /// simulcast events (two tokens) out of that family.
+    pub fn patterns(self) -> &'static [&'static str] {
+        match self {
+            Family::Media => &["video.media.>"],
+            // The seed lists `Video.media.live_stream.created` (capital V) with uploads.
+            Family::Upload => &["video.upload.>", "Video.media.live_stream.created"],
+            Family::LiveStream => &["video.live_stream.*", "video.asset.created"],
+            Family::Simulcast => &[
+                "video.live_stream.simulcast.*",
+                "video.live_stream.simulcast_target.*",
+            ],
+        }
+    }
+
+    /// The subject filters of the family under `prefix`.
+    pub fn filters(self, prefix: &SubjectPrefix) -> Vec<SubjectFilter> {
+        self.patterns()
+            .iter()
+            .filter_map(|p| prefix.filter(p).ok())
+            .collect()
+    }
+
+    /// The event types FastPix's webhook page lists for this family, spelled
+    /// as it spells them.
+    pub fn seed_types(self) -> &'static [&'static str] {
+        match self {
+            Family::Media => &[
+                "video.media.created",
+                "video.media.ready",
+                "video.media.failed",
+                "video.media.delete",
+                "video.media.updated",
+            ],
+            Family::Upload => &[
+                "video.upload.media_created",
+                "video.upload.created",
+                "video.upload.ready",
+                "video.upload.failed",
+                "Video.media.live_stream.created",
+            ],
+            Family::LiveStream => &[
+                "video.live_stream.created",
+                "video.live_stream.connected",
+                "video.live_stream.recording",
+                "video.live_stream.active",
+                "video.live_stream.disconnected",
+                "video.live_stream.idle",
+                "video.live_stream.updated",
+                "video.live_stream.enabled",
+                "video.live_stream.disabled",
+                "video.live_stream.deleted",
+                "video.asset.created",
+            ],
+            Family::Simulcast => &[
+                "video.live_stream.simulcast.created",
+                "video.live_stream.simulcast.deleted",
+            ],
+        }
+    }
+
+    /// The family an event type belongs to, if any.
+    pub fn of_type(event_type: &str) -> Option<Family> {
+        let prefix = SubjectPrefix::default();
+        let subject = subject_for_type(&prefix, event_type).ok()?;
+        Family::ALL.into_iter().find(|f| {
+            f.filters(&prefix)
+                .iter()
+                .any(|filter| filter.matches(subject.as_str()))
+        })
+    }
+}
+
+/// Every event type the FastPix webhook page lists, family by family.
+pub fn seed_types() -> impl Iterator<Item = &'static str> {
+    Family::ALL
+        .into_iter()
+        .flat_map(|f| f.seed_types().iter().copied())
+}
+
+/// What to do when NATS is not there at the first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Fail at once with the reason (a command a person is waiting on).
+    FailFast,
+    /// Keep trying in the background and return at once (a worker that may
+    /// start before NATS does).
+    Forever,
+}
+
+/// Connects with the bridge's NATS settings (servers, credentials, TLS).
+/// Once connected, the client reconnects without end.
+pub async fn connect(
+    nats: &NatsSettings,
+    name: &str,
+    patience: Patience,
+) -> Result<Client, ConnectError> {
+    // One warning per outage, not one per reconnect attempt.
+    let reported = Arc::new(AtomicBool::new(false));
+    let servers = nats.url.join(", ");
+    let mut options = crate::connection::options(nats, name)
+        .await?
+        .event_callback(move |event| {
+            let reported = reported.clone();
+            let servers = servers.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        reported.store(false, Ordering::Relaxed);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        if !reported.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(%servers, error = %e, "cannot reach NATS; trying again until it answers");
+                        }
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        });
+    if patience == Patience::Forever {
+        options = options.retry_on_initial_connect();
+    }
+    options
+        .connect(nats.url.clone())
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))
+}
+
+/// Where a new consumer starts reading the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Only events stored from now on.
+    New,
+    /// Everything the stream still holds.
+    All,
+    /// Events stored at or after this instant.
+    Since(OffsetDateTime),
+}
+
+impl Start {
+    fn policy(self) -> consumer::DeliverPolicy {
+        match self {
+            Start::New => consumer::DeliverPolicy::New,
+            Start::All => consumer::DeliverPolicy::All,
+            Start::Since(start_time) => consumer::DeliverPolicy::ByStartTime { start_time },
+        }
+    }
+}
+
+/// Why a consumer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "stream `{0}` does not exist: start the bridge once (it creates the stream), or set `jetstream.stream` (FASTPIX_BRIDGE__JETSTREAM__STREAM) to the bridge's stream"
+    )]
+    StreamNotFound(String),
+    #[error("JetStream is not enabled on this NATS server (start nats-server with -js)")]
+    NoJetStream,
+    #[error(
+        "consumer name {0:?} is not valid: use letters, digits, `_` or `-` (no spaces, `.`, `*`, `>`, `/` or `\\`)"
+    )]
+    InvalidName(String),
+    #[error("{0}")]
+    Nats(String),
+}
+
+impl BindError {
+    /// True when waiting may fix it (NATS or the bridge not up yet).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, BindError::InvalidName(_))
+    }
+}
+
+fn is_valid_consumer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+async fn get_stream(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<jetstream::stream::Stream, BindError> {
+    use jetstream::context::GetStreamErrorKind;
+    js.get_stream(stream).await.map_err(|e| match e.kind() {
+        GetStreamErrorKind::JetStream(err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+        {
+            BindError::StreamNotFound(stream.to_owned())
+        }
+        GetStreamErrorKind::JetStream(err) if err.code() == 503 => BindError::NoJetStream,
+        _ if e.to_string().contains("no responders") => BindError::NoJetStream,
+        _ => BindError::Nats(format!("cannot look up stream `{stream}`: {e}")),
+    })
+}
+
+/// Puts a filter list where JetStream wants it: one filter in
+/// `filter_subject` (any server), several in `filter_subjects`.
+fn split_filters(filters: &[SubjectFilter]) -> (String, Vec<String>) {
+    match filters {
+        [one] => (one.to_string(), Vec::new()),
+        many => (String::new(), many.iter().map(|f| f.to_string()).collect()),
+    }
+}
+
+fn same_filters(config: &consumer::pull::Config, filters: &[SubjectFilter]) -> bool {
+    let mut have: Vec<&str> = config.filter_subjects.iter().map(String::as_str).collect();
+    if !config.filter_subject.is_empty() {
+        have.push(&config.filter_subject);
+    }
+    let mut want: Vec<&str> = filters.iter().map(SubjectFilter::as_str).collect();
+    have.sort_unstable();
+    want.sort_unstable();
+    have == want
+}
+
+/// Binds the durable pull consumer `name` on `stream`, creating it (reading
+/// from `start`) when it does not exist. An existing consumer keeps its
+/// position: only its filters are updated when they changed. Every copy of a
+/// service that binds the same name shares the work, each event going to one
+/// of them; each acknowledged event is never delivered again.
+pub async fn durable(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+) -> Result<consumer::PullConsumer, BindError> {
+    if !is_valid_consumer_name(name) {
+        return Err(BindError::InvalidName(name.to_owned()));
+    }
+    let stream_handle = get_stream(js, stream).await?;
+    let (filter_subject, filter_subjects) = split_filters(filters);
+    let existing = stream_handle.consumer_info(name).await;
+    let result = match existing {
+        Ok(info) => {
+            let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
+                .map_err(|e| BindError::Nats(format!("consumer `{name}`: {e}")))?;
+            if same_filters(&config, filters) {
+                return Ok(consumer::Consumer::new(config, info, js.clone()));
+            }
+            config.filter_subject = filter_subject;
+            config.filter_subjects = filter_subjects;
+            stream_handle
+                .update_consumer(config)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => stream_handle
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                description: Some("fastpix-nats-bridge consumer".to_owned()),
+                filter_subject,
+                filter_subjects,
+                deliver_policy: start.policy(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    result.map_err(|e| BindError::Nats(format!("cannot set up consumer `{name}`: {e}")))
+}
+
+/// As [`durable`], but waits for NATS, JetStream and the stream to be there,
+/// trying again every `retry` and logging why it waits. Stops only on an
+/// error waiting cannot fix (an invalid name).
+pub async fn durable_when_ready(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+    retry: Duration,
+) -> Result<consumer::PullConsumer, BindError> {
+    loop {
+        match durable(js, stream, name, filters, start).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(consumer = name, error = %e, "consumer not ready; trying again in {retry:?}");
+                tokio::time::sleep(retry).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An ephemeral, ordered consumer that reads `stream` from `start` through
+/// `filters`, then follows new events. Nothing is acknowledged or kept on the
+/// server once the reader goes away.
+pub async fn replay(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, BindError> {
+    let stream_handle = get_stream(js, stream).await?;
+    let (filter_subject, filter_subjects) = split_filters(filters);
+    stream_handle
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject,
+            filter_subjects,
+            deliver_policy: start.policy(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BindError::Nats(format!("cannot start a replay of `{stream}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_type_is_in_exactly_one_family_and_its_own() {
+        let prefix = SubjectPrefix::default();
+        for family in Family::ALL {
+            for t in family.seed_types() {
+                let subject = subject_for_type(&prefix, t).unwrap();
+                let owners: Vec<Family> = Family::ALL
+                    .into_iter()
+                    .filter(|f| {
+                        f.filters(&prefix)
+                            .iter()
+                            .any(|x| x.matches(subject.as_str()))
+                    })
+                    .collect();
+                assert_eq!(owners, vec![family], "{t}");
+                assert_eq!(Family::of_type(t), Some(family), "{t}");
+            }
+        }
+        assert_eq!(seed_types().count(), 23);
+    }
+
+    #[test]
+    fn sdk_types_fall_into_the_expected_family() {
+        for (t, family) in [
+            ("video.media.track.ready", Some(Family::Media)),
+            ("video.media.mp4Support.ready", Some(Family::Media)),
+            (
+                "video.live_stream.simulcast_target.updated",
+                Some(Family::Simulcast),
+            ),
+            ("video.mediaAI.summary.ready", None),
+            ("", None),
+        ] {
+            assert_eq!(Family::of_type(t), family, "{t}");
+        }
+    }
+
+    #[test]
+    fn family_filters_follow_the_prefix_and_names_read_back() {
+        let acme = SubjectPrefix::new("acme.fastpix").unwrap();
+        let filters: Vec<String> = Family::LiveStream
+            .filters(&acme)
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                "acme.fastpix.video.live_stream.*",
+                "acme.fastpix.video.asset.created"
+            ]
+        );
+        for f in Family::ALL {
+            assert_eq!(Family::from_name(f.name()), Some(f));
+            assert_eq!(f.filters(&acme).len(), f.patterns().len());
+        }
+        assert_eq!(Family::from_name("Live-Stream"), Some(Family::LiveStream));
+        assert_eq!(Family::from_name("video"), None);
+    }
+
+    #[test]
+    fn consumer_names_are_checked() {
+        for ok in ["worker", "live-stream_worker-2"] {
+            assert!(is_valid_consumer_name(ok), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", ">", "a/b", "a\\b"] {
+            assert!(!is_valid_consumer_name(bad), "{bad:?}");
+        }
+    }
+}
