@@ -116,9 +116,10 @@ fn scalar(v: &Value) -> String {
 }
 
 impl Service<'_> {
-    /// `environment`, as a map or a `KEY=VALUE` list.
+    /// `environment`, as a map or a `KEY=VALUE` list, interpolated as
+    /// compose does when the user's shell sets nothing.
     pub fn environment(&self) -> BTreeMap<String, String> {
-        match &self.value["environment"] {
+        let pairs: Vec<(String, String)> = match &self.value["environment"] {
             Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
             Value::Array(items) => items
                 .iter()
@@ -128,8 +129,12 @@ impl Service<'_> {
                     None => (kv.to_owned(), String::new()),
                 })
                 .collect(),
-            _ => BTreeMap::new(),
-        }
+            _ => Vec::new(),
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, interpolate_unset(&v)))
+            .collect()
     }
 
     pub fn command(&self) -> Vec<String> {
@@ -188,6 +193,16 @@ impl Service<'_> {
             })
             .unwrap_or_default()
     }
+}
+
+/// `${NAME:-default}` with NAME unset is `default`; anything else (a plain
+/// value, or a required `${NAME:?message}`) is kept as written.
+pub fn interpolate_unset(value: &str) -> String {
+    value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|inner| inner.split_once(":-"))
+        .map_or_else(|| value.to_owned(), |(_, default)| default.to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,5 +356,173 @@ impl NatsProcess {
 impl Drop for NatsProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// One stage of the Dockerfile: its base image (global ARGs substituted),
+/// its `AS` name and its instructions.
+pub struct Stage {
+    pub image: String,
+    pub name: String,
+    pub ops: Vec<(String, String)>,
+}
+
+/// The Dockerfile's stages: continuation lines joined, comments dropped.
+pub fn dockerfile_stages() -> Vec<Stage> {
+    let text = read_repo_file("Dockerfile");
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(part) = trimmed.strip_suffix('\\') {
+            current.push_str(part);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        if let Some((op, args)) = current.trim().split_once(char::is_whitespace) {
+            instructions.push((op.to_ascii_uppercase(), args.trim().to_owned()));
+        }
+        current.clear();
+    }
+    let mut stages: Vec<Stage> = Vec::new();
+    // ARGs declared before the first FROM may be used in FROM lines.
+    let mut global_args: Vec<(String, String)> = Vec::new();
+    for (op, args) in instructions {
+        if op == "FROM" {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            let mut image = words.first().copied().unwrap_or_default().to_owned();
+            for (k, v) in &global_args {
+                image = image.replace(&format!("${{{k}}}"), v);
+            }
+            let name = words
+                .iter()
+                .skip_while(|w| !w.eq_ignore_ascii_case("as"))
+                .nth(1)
+                .copied()
+                .unwrap_or_default()
+                .to_owned();
+            stages.push(Stage {
+                image,
+                name,
+                ops: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.ops.push((op, args));
+        } else if op == "ARG"
+            && let Some((k, v)) = args.split_once('=')
+        {
+            global_args.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    stages
+}
+
+/// The image's ENTRYPOINT (exec form), from the Dockerfile's last stage.
+pub fn image_entrypoint() -> Vec<String> {
+    let stages = dockerfile_stages();
+    let entrypoint = stages
+        .last()
+        .and_then(|s| s.ops.iter().rev().find(|(op, _)| op == "ENTRYPOINT"))
+        .map(|(_, a)| a.clone())
+        .expect("the runtime stage has an ENTRYPOINT");
+    serde_json::from_str(&entrypoint).expect("ENTRYPOINT in exec (JSON) form")
+}
+
+/// What a container of the project's image runs for `service`: compose's
+/// `entrypoint` or the image's, then `command` (the image's CMD is dropped
+/// when compose sets an entrypoint, and the image's CMD here is `serve`).
+pub fn container_argv(service: &Service<'_>) -> Vec<String> {
+    let entrypoint = service.entrypoint();
+    let mut argv = if entrypoint.is_empty() {
+        image_entrypoint()
+    } else {
+        entrypoint
+    };
+    argv.extend(service.command());
+    argv
+}
+
+/// The binary built here for a program the image has under /usr/local/bin:
+/// the bridge itself, or an example (which `cargo test` builds next to the
+/// test binary).
+pub fn native_program(container_path: &str) -> PathBuf {
+    let name = Path::new(container_path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name == "fastpix-nats-bridge" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_fastpix-nats-bridge"));
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --examples` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A program run natively as a compose service would run it, its output
+/// kept in files; killed when dropped.
+pub struct ServiceProcess {
+    child: Option<Child>,
+    pub name: String,
+    dir: tempfile::TempDir,
+}
+
+impl ServiceProcess {
+    pub fn start(name: &str, argv: &[String], env: &BTreeMap<String, String>) -> Self {
+        let dir = tempfile::tempdir().expect("service dir");
+        let stdout = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let (program, args) = argv.split_first().expect("a program to run");
+        let child = Command::new(native_program(program))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({argv:?}): {e}"));
+        ServiceProcess {
+            child: Some(child),
+            name: name.to_owned(),
+            dir,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|s| s.code())
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

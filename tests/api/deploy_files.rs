@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fastpix_nats_bridge::settings::Settings;
+use fastpix_nats_bridge::settings::{Purpose, Settings};
 use serde_json::Value;
 
 use crate::deploy::*;
@@ -257,8 +257,70 @@ fn compose_bridges_are_configured_by_environment_alone_and_checked_on_readyz() {
     }
 }
 
+/// Services of the top-level compose file that wait for the bridge.
+pub fn consumer_services(compose: &Compose) -> Vec<String> {
+    compose
+        .service_names()
+        .into_iter()
+        .filter(|n| compose.service(n).depends_on().contains_key("bridge"))
+        .collect()
+}
+
 #[test]
-fn the_development_secret_is_marked_as_one_where_it_is_set() {
+fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
+    let compose = Compose::load("docker-compose.yml");
+    let consumers = consumer_services(&compose);
+    assert!(
+        consumers.len() >= 2,
+        "at least two consumers: {consumers:?}"
+    );
+    let mut shipped = vec![BRIDGE_BIN.to_owned()];
+    shipped.extend(
+        examples_in_the_repository()
+            .iter()
+            .map(|e| format!("/usr/local/bin/{e}")),
+    );
+    let mut durables = BTreeSet::new();
+    for name in consumers {
+        let service = compose.service(&name);
+        let argv = container_argv(&service);
+        assert!(
+            shipped.contains(&argv[0]),
+            "`{name}` runs {}, which the image does not ship ({shipped:?})",
+            argv[0]
+        );
+        if argv[0] == BRIDGE_BIN {
+            assert_eq!(
+                argv.get(1).map(String::as_str),
+                Some("subscribe"),
+                "`{name}`"
+            );
+            let durable = argv
+                .iter()
+                .skip_while(|a| *a != "--durable")
+                .nth(1)
+                .unwrap_or_else(|| panic!("`{name}` should not lose events while down: --durable"));
+            assert!(
+                durables.insert(durable.clone()),
+                "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+        }
+        let env: config::Map<String, String> = service.environment().into_iter().collect();
+        let settings = Settings::load_for(Purpose::Client, None, Some(env))
+            .unwrap_or_else(|e| panic!("`{name}`'s environment does not load: {e}"));
+        assert_eq!(settings.nats.url, ["nats://nats:4222"], "`{name}`");
+    }
+}
+
+#[test]
+fn the_development_secret_is_marked_as_one_and_can_be_replaced_without_editing() {
+    let compose = Compose::load("docker-compose.yml");
+    let raw = &compose.doc["services"]["bridge"]["environment"]["FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS"];
+    assert!(
+        raw.as_str()
+            .is_some_and(|v| v.starts_with("${FASTPIX_BRIDGE_SIGNING_SECRETS:-")),
+        "the secret should come from FASTPIX_BRIDGE_SIGNING_SECRETS when set: {raw}"
+    );
     let text = read_repo_file("docker-compose.yml");
     let lines: Vec<&str> = text.lines().collect();
     let at = lines
@@ -330,77 +392,29 @@ fn the_cluster_compose_runs_three_routed_nodes_and_the_stream_at_3_replicas() {
     }
 }
 
-/// Instructions of a Dockerfile, continuation lines joined, comments dropped.
-fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
-            continue;
-        }
-        if let Some(part) = trimmed.strip_suffix('\\') {
-            current.push_str(part);
-            current.push(' ');
-            continue;
-        }
-        current.push_str(trimmed);
-        if let Some((op, args)) = current.trim().split_once(char::is_whitespace) {
-            out.push((op.to_ascii_uppercase(), args.trim().to_owned()));
-        }
-        current.clear();
-    }
-    out
-}
-
 #[test]
 fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
-    let text = read_repo_file("Dockerfile");
-    let instructions = dockerfile_instructions(&text);
-    let mut stages: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    // ARGs declared before the first FROM may be used in FROM lines.
-    let mut global_args: Vec<(String, String)> = Vec::new();
-    for (op, args) in instructions {
-        if op == "FROM" {
-            let name = args
-                .split_whitespace()
-                .skip_while(|w| !w.eq_ignore_ascii_case("as"))
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let mut image = args
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            for (k, v) in &global_args {
-                image = image.replace(&format!("${{{k}}}"), v);
-            }
-            let from_stage = stages.iter().any(|(s, _)| *s == image);
-            assert!(
-                from_stage
-                    || (image.contains(':') && !image.contains('$') && !image.ends_with(":latest")),
-                "base image {image} is not pinned"
-            );
-            stages.push((name, Vec::new()));
-        } else if let Some(stage) = stages.last_mut() {
-            stage.1.push((op, args));
-        } else if op == "ARG"
-            && let Some((k, v)) = args.split_once('=')
-        {
-            global_args.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
+    let stages = dockerfile_stages();
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    for stage in &stages {
+        let image = stage.image.as_str();
+        assert!(
+            names.contains(&image)
+                || (image.contains(':') && !image.contains('$') && !image.ends_with(":latest")),
+            "base image {image} is not pinned"
+        );
     }
     assert!(stages.len() >= 2, "multi-stage build expected");
 
     let builder = stages
         .iter()
-        .find(|(_, ops)| {
-            ops.iter()
+        .find(|s| {
+            s.ops
+                .iter()
                 .any(|(op, a)| op == "RUN" && a.contains("cargo build"))
         })
         .expect("a stage runs cargo build");
-    let position = |pred: &dyn Fn(&(String, String)) -> bool| builder.1.iter().position(pred);
+    let position = |pred: &dyn Fn(&(String, String)) -> bool| builder.ops.iter().position(pred);
     let cook = position(&|(op, a)| op == "RUN" && a.contains("cargo chef cook"))
         .expect("dependencies are built on their own (cargo chef cook)");
     let source =
@@ -410,7 +424,7 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
         cook < source && source < build,
         "dependency layer must come before the source is copied"
     );
-    let build_args = &builder.1[build].1;
+    let build_args = &builder.ops[build].1;
     for flag in ["--release", "--locked", "--bin fastpix-nats-bridge"] {
         assert!(build_args.contains(flag), "cargo build lacks {flag}");
     }
@@ -421,7 +435,7 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
         );
     }
 
-    let (_, runtime) = stages.last().unwrap();
+    let runtime = &stages.last().expect("stages").ops;
     let user = runtime
         .iter()
         .rev()
@@ -433,15 +447,7 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
         !matches!(uid, "root" | "0" | ""),
         "the runtime runs as root: USER {user}"
     );
-    let entrypoint = runtime
-        .iter()
-        .rev()
-        .find(|(op, _)| op == "ENTRYPOINT")
-        .map(|(_, a)| a.clone())
-        .expect("the runtime stage has an ENTRYPOINT");
-    let entrypoint: Vec<String> =
-        serde_json::from_str(&entrypoint).expect("ENTRYPOINT in exec (JSON) form");
-    assert_eq!(entrypoint, [BRIDGE_BIN]);
+    assert_eq!(image_entrypoint(), [BRIDGE_BIN]);
     assert!(
         runtime.iter().any(|(op, a)| op == "COPY"
             && a.contains("--from=")
@@ -687,6 +693,31 @@ fn deploy_readme_covers_each_setup() {
         assert!(
             readme.contains(file),
             "deploy/README.md does not mention {file}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_runs_the_stack_as_the_compose_file_defines_it() {
+    let readme = read_repo_file("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Run the stack with Docker Compose"))
+        .expect("README has a `## Run the stack with Docker Compose` section");
+    for needed in [
+        "docker compose up --build",
+        "docker compose exec bridge fastpix-nats-bridge send",
+    ] {
+        assert!(
+            section.contains(needed),
+            "the stack section lacks `{needed}`"
+        );
+    }
+    let compose = Compose::load("docker-compose.yml");
+    for name in consumer_services(&compose) {
+        assert!(
+            section.contains(&format!("{name}-1 ")) || section.contains(&format!("`{name}`")),
+            "the stack section does not show consumer `{name}`"
         );
     }
 }
