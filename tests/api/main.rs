@@ -2,6 +2,7 @@
 //! All modules build into one test binary.
 
 mod cluster;
+mod compose_stack;
 mod consumers;
 mod deploy;
 mod deploy_files;
