@@ -9,13 +9,15 @@
 //! [`error`] maps failures to HTTP answers, [`telemetry`] sets up logs and
 //! [`startup`] wires it all and handles shutdown. On the other side,
 //! [`consumer`] is what Rust services consuming the events depend on, and
-//! [`cli`] holds the `subscribe` and `send` commands.
+//! [`cli`] holds the `subscribe` and `send` commands. [`healthcheck`] is the
+//! probe a container runs to ask a bridge whether it is ready.
 
 pub mod cli;
 pub mod connection;
 pub mod consumer;
 pub mod envelope;
 pub mod error;
+pub mod healthcheck;
 pub mod ingest;
 pub mod publisher;
 pub mod routes;

@@ -1,9 +1,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fastpix_nats_bridge::cli::send::{self, SendArgs};
 use fastpix_nats_bridge::cli::subscribe::{self, SubscribeArgs};
+use fastpix_nats_bridge::healthcheck;
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use fastpix_nats_bridge::startup::{Application, shutdown_signal};
 use fastpix_nats_bridge::telemetry;
@@ -27,6 +29,15 @@ enum Command {
     Subscribe(SubscribeArgs),
     /// Post signed test events to a bridge, as FastPix would, and print its answers.
     Send(SendArgs),
+    /// Exit 0 when a running bridge answers 2xx at URL, 1 otherwise (for
+    /// container healthchecks; needs no settings).
+    Healthcheck {
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// Longest wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +47,7 @@ async fn main() -> ExitCode {
     let purpose = match command {
         Command::Serve => Purpose::Bridge,
         Command::Subscribe(_) | Command::Send(_) => Purpose::Client,
+        Command::Healthcheck { url, timeout } => return check_health(&url, timeout).await,
     };
     let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
         Ok(s) => s,
@@ -51,6 +63,17 @@ async fn main() -> ExitCode {
             subscribe::run(args, &settings).await
         }
         Command::Send(args) => send::run(args, &settings).await,
+        Command::Healthcheck { url, timeout } => check_health(&url, timeout).await,
+    }
+}
+
+async fn check_health(url: &str, timeout: Duration) -> ExitCode {
+    match healthcheck::check(url, timeout).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -127,3 +127,50 @@ async fn a_retrying_sender_gets_every_event_stored_exactly_once() {
     .await;
     assert_each_stored_exactly_once(&nats.client().await, "FASTPIX", &report).await;
 }
+
+/// `fastpix-nats-bridge healthcheck`, as the container healthcheck runs it.
+fn healthcheck(url: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+        .env_clear()
+        .args(["healthcheck", "--url", url, "--timeout", "5s"])
+        .output()
+        .expect("run healthcheck");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_follows_readiness() {
+    let mut nats = NatsServer::start();
+    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let readyz = bridge.url("/readyz");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            healthcheck(&readyz).0 == Some(0)
+        })
+        .await,
+        "healthy bridge: {:?}",
+        healthcheck(&readyz)
+    );
+    nats.stop();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let (code, stderr) = healthcheck(&readyz);
+            code == Some(1) && stderr.contains("503")
+        })
+        .await,
+        "bridge without NATS: {:?}",
+        healthcheck(&readyz)
+    );
+    // Liveness is not readiness: the process itself still answers.
+    assert_eq!(healthcheck(&bridge.url("/healthz")).0, Some(0));
+
+    let (code, stderr) = healthcheck(&format!("http://127.0.0.1:{}/readyz", free_port()));
+    assert_eq!(code, Some(1));
+    assert!(stderr.starts_with("unhealthy: cannot reach"), "{stderr}");
+    let (code, stderr) = healthcheck("ftp://x/readyz");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not an http:// URL"), "{stderr}");
+}

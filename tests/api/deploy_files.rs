@@ -1,0 +1,723 @@
+//! Static checks of the stack's files, since no container engine runs here:
+//! compose files against the Compose Specification schema plus what the
+//! stack needs (healthchecks, dependencies, env-only settings that load),
+//! the Dockerfile's stages, and the Kubernetes manifests and Helm values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fastpix_nats_bridge::settings::{Purpose, Settings};
+use serde_json::Value;
+
+use crate::deploy::*;
+
+const BRIDGE_BIN: &str = "/usr/local/bin/fastpix-nats-bridge";
+const COMPOSE_FILES: [&str; 2] = ["docker-compose.yml", "deploy/cluster/docker-compose.yml"];
+/// A syntactically valid secret, standing in for the one a Secret holds.
+const SECRET_PLACEHOLDER: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
+
+/// Validates `doc` against the vendored Compose Specification schema.
+fn compose_spec_errors(doc: &Value) -> Option<String> {
+    let schema: Value =
+        serde_json::from_str(&read_repo_file("tests/compose-spec/compose-spec.json"))
+            .expect("the vendored schema is JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    let url = "file:///compose-spec/compose-spec.json";
+    compiler.add_resource(url, schema).expect("schema added");
+    let index = compiler
+        .compile(url, &mut schemas)
+        .unwrap_or_else(|e| panic!("the Compose schema compiles: {e:#}"));
+    schemas.validate(doc, index).err().map(|e| e.to_string())
+}
+
+/// The settings a bridge would load from `env` alone (no config file).
+fn settings_from(env: &BTreeMap<String, String>) -> Result<Settings, String> {
+    let map = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("FASTPIX_BRIDGE__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Settings::load_from(None, Some(map)).map_err(|e| e.to_string())
+}
+
+/// The `NATS_SERVER_VERSION` the scripts install for the tests.
+fn tested_nats_version() -> String {
+    read_repo_file("scripts/lib.sh")
+        .lines()
+        .find_map(|l| l.strip_prefix("NATS_SERVER_VERSION="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("scripts/lib.sh sets NATS_SERVER_VERSION")
+}
+
+#[test]
+fn the_compose_schema_is_the_compose_specification_and_it_can_fail() {
+    let schema: Value =
+        serde_json::from_str(&read_repo_file("tests/compose-spec/compose-spec.json")).unwrap();
+    assert_eq!(schema["title"], "Compose Specification");
+    let broken = serde_json::json!({
+        "services": { "bridge": { "image": "x", "helthcheck": {} } }
+    });
+    assert!(compose_spec_errors(&broken).is_some(), "a typo must fail");
+    let wrong_type = serde_json::json!({
+        "services": { "bridge": { "image": "x", "depends_on": { "nats": { "condition": "healthy" } } } }
+    });
+    assert!(
+        compose_spec_errors(&wrong_type).is_some(),
+        "a bad condition must fail"
+    );
+}
+
+#[test]
+fn compose_files_are_valid_compose_specification() {
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        if let Some(errors) = compose_spec_errors(&compose.doc) {
+            panic!("{path} is not valid against the Compose Specification:\n{errors}");
+        }
+    }
+}
+
+#[test]
+fn every_compose_dependency_exists_waits_for_health_and_services_restart() {
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        let names = compose.service_names();
+        for name in &names {
+            let service = compose.service(name);
+            assert!(
+                service.value["restart"].is_string(),
+                "{path}: `{name}` has no restart policy"
+            );
+            for (dependency, condition) in service.depends_on() {
+                assert!(
+                    names.contains(&dependency),
+                    "{path}: `{name}` depends on unknown `{dependency}`"
+                );
+                assert_eq!(
+                    condition, "service_healthy",
+                    "{path}: `{name}` starts before `{dependency}` is healthy"
+                );
+                assert!(
+                    !compose.service(&dependency).healthcheck_test().is_empty(),
+                    "{path}: `{name}` waits for `{dependency}`, which has no healthcheck"
+                );
+            }
+            for (source, _) in service.volumes() {
+                if let VolumeSource::Host(p) = &source {
+                    assert!(
+                        p.exists(),
+                        "{path}: `{name}` mounts missing {}",
+                        p.display()
+                    );
+                }
+                if let VolumeSource::Named(v) = &source {
+                    assert!(
+                        compose.doc["volumes"].get(v).is_some(),
+                        "{path}: `{name}` uses undeclared volume `{v}`"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn compose_nats_is_the_pinned_official_image_with_its_config_from_deploy() {
+    let version = tested_nats_version();
+    for (path, services) in [
+        ("docker-compose.yml", vec!["nats"]),
+        (
+            "deploy/cluster/docker-compose.yml",
+            vec!["nats-1", "nats-2", "nats-3"],
+        ),
+    ] {
+        let compose = Compose::load(path);
+        for name in services {
+            let nats = compose.service(name);
+            let image = nats.value["image"].as_str().unwrap_or_default();
+            assert!(
+                image == format!("nats:{version}-alpine") || image == format!("nats:{version}"),
+                "{path}: `{name}` runs {image:?}, not the official nats image at {version} (the version the tests run)"
+            );
+            let command = nats.command();
+            let volumes = nats.volumes();
+            let config = command
+                .iter()
+                .skip_while(|a| !matches!(a.as_str(), "--config" | "-c"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path}: `{name}` is not given a --config"));
+            let mounted = volumes
+                .iter()
+                .find(|(_, target)| target == config)
+                .unwrap_or_else(|| panic!("{path}: `{name}`'s {config} is not mounted"));
+            assert!(
+                matches!(&mounted.0, VolumeSource::Host(p) if p.starts_with(repo_path("deploy"))),
+                "{path}: `{name}`'s config does not come from deploy/"
+            );
+            let store = command
+                .iter()
+                .skip_while(|a| !matches!(a.as_str(), "--store_dir" | "-sd"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path}: `{name}` has no --store_dir"));
+            assert!(
+                volumes
+                    .iter()
+                    .any(|(s, t)| t == store && matches!(s, VolumeSource::Named(_))),
+                "{path}: `{name}` keeps its JetStream store outside a named volume"
+            );
+            let check = nats.healthcheck_test().join(" ");
+            assert!(
+                check.contains(":8222/healthz"),
+                "{path}: `{name}`'s healthcheck does not ask the monitoring /healthz: {check}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_bridges_are_configured_by_environment_alone_and_checked_on_readyz() {
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        let bridges: Vec<String> = compose
+            .service_names()
+            .into_iter()
+            .filter(|n| compose.service(n).value.get("build").is_some() && n.starts_with("bridge"))
+            .collect();
+        assert!(!bridges.is_empty(), "{path}: no bridge service built here");
+        for name in bridges {
+            let bridge = compose.service(&name);
+            let context = match &bridge.value["build"] {
+                Value::String(s) => s.clone(),
+                other => other["context"].as_str().unwrap_or(".").to_owned(),
+            };
+            assert!(
+                compose.dir().join(&context).join("Dockerfile").is_file(),
+                "{path}: `{name}` is not built from the project's Dockerfile"
+            );
+            assert!(
+                bridge.value.get("env_file").is_none() && bridge.volumes().is_empty(),
+                "{path}: `{name}` must be configured through `environment` only"
+            );
+            let mut env = bridge.environment();
+            let secret = env
+                .get("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS")
+                .cloned()
+                .unwrap_or_default();
+            if secret.starts_with("${") {
+                // Required from the user's environment: nothing committed.
+                assert!(
+                    secret.contains(":?"),
+                    "{path}: `{name}`'s secret must be required"
+                );
+                env.insert(
+                    "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+                    SECRET_PLACEHOLDER.into(),
+                );
+            }
+            let settings = settings_from(&env)
+                .unwrap_or_else(|e| panic!("{path}: `{name}`'s environment does not load: {e}"));
+            for url in &settings.nats.url {
+                let host = url.split("://").nth(1).and_then(|r| r.split(':').next());
+                assert!(
+                    host.is_some_and(|h| compose.service_names().iter().any(|s| s == h)),
+                    "{path}: `{name}` points at {url}, not a NATS service of this file"
+                );
+            }
+            assert!(
+                bridge.value["ports"].as_array().is_some_and(|p| p
+                    .iter()
+                    .any(|p| p.as_str().is_some_and(|p| p.ends_with(":8080")))),
+                "{path}: `{name}` does not publish port 8080"
+            );
+            let check = bridge.healthcheck_test();
+            assert_eq!(
+                check.first().map(String::as_str),
+                Some(BRIDGE_BIN),
+                "{path}: `{name}`"
+            );
+            assert!(
+                check.iter().any(|a| a == "healthcheck")
+                    && check.iter().any(|a| a.ends_with(":8080/readyz")),
+                "{path}: `{name}`'s healthcheck must ask /readyz: {check:?}"
+            );
+            assert!(
+                bridge
+                    .depends_on()
+                    .keys()
+                    .all(|d| compose.service(d).value["image"]
+                        .as_str()
+                        .is_some_and(|i| i.starts_with("nats:"))),
+                "{path}: `{name}` must wait for NATS"
+            );
+            assert!(
+                !bridge.depends_on().is_empty(),
+                "{path}: `{name}` must wait for NATS"
+            );
+        }
+    }
+}
+
+/// Services of the top-level compose file that wait for the bridge.
+pub fn consumer_services(compose: &Compose) -> Vec<String> {
+    compose
+        .service_names()
+        .into_iter()
+        .filter(|n| compose.service(n).depends_on().contains_key("bridge"))
+        .collect()
+}
+
+#[test]
+fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
+    let compose = Compose::load("docker-compose.yml");
+    let consumers = consumer_services(&compose);
+    assert!(
+        consumers.len() >= 2,
+        "at least two consumers: {consumers:?}"
+    );
+    let mut shipped = vec![BRIDGE_BIN.to_owned()];
+    shipped.extend(
+        examples_in_the_repository()
+            .iter()
+            .map(|e| format!("/usr/local/bin/{e}")),
+    );
+    let mut durables = BTreeSet::new();
+    for name in consumers {
+        let service = compose.service(&name);
+        let argv = container_argv(&service);
+        assert!(
+            shipped.contains(&argv[0]),
+            "`{name}` runs {}, which the image does not ship ({shipped:?})",
+            argv[0]
+        );
+        if argv[0] == BRIDGE_BIN {
+            assert_eq!(
+                argv.get(1).map(String::as_str),
+                Some("subscribe"),
+                "`{name}`"
+            );
+            let durable = argv
+                .iter()
+                .skip_while(|a| *a != "--durable")
+                .nth(1)
+                .unwrap_or_else(|| panic!("`{name}` should not lose events while down: --durable"));
+            assert!(
+                durables.insert(durable.clone()),
+                "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+        }
+        let env: config::Map<String, String> = service.environment().into_iter().collect();
+        let settings = Settings::load_for(Purpose::Client, None, Some(env))
+            .unwrap_or_else(|e| panic!("`{name}`'s environment does not load: {e}"));
+        assert_eq!(settings.nats.url, ["nats://nats:4222"], "`{name}`");
+    }
+}
+
+#[test]
+fn the_development_secret_is_marked_as_one_and_can_be_replaced_without_editing() {
+    let compose = Compose::load("docker-compose.yml");
+    let raw = &compose.doc["services"]["bridge"]["environment"]["FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS"];
+    assert!(
+        raw.as_str()
+            .is_some_and(|v| v.starts_with("${FASTPIX_BRIDGE_SIGNING_SECRETS:-")),
+        "the secret should come from FASTPIX_BRIDGE_SIGNING_SECRETS when set: {raw}"
+    );
+    let text = read_repo_file("docker-compose.yml");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| {
+            l.trim_start()
+                .starts_with("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS:")
+        })
+        .expect("docker-compose.yml sets a signing secret");
+    let context = lines[at.saturating_sub(4)..at].join("\n");
+    assert!(
+        context.contains("DEVELOPMENT SECRET"),
+        "the secret in docker-compose.yml must be marked as a development secret right above it"
+    );
+}
+
+#[test]
+fn the_cluster_compose_runs_three_routed_nodes_and_the_stream_at_3_replicas() {
+    let compose = Compose::load("deploy/cluster/docker-compose.yml");
+    let nodes = ["nats-1", "nats-2", "nats-3"];
+    let expected_routes: BTreeSet<String> =
+        nodes.iter().map(|n| format!("nats://{n}:6222")).collect();
+    let mut names = BTreeSet::new();
+    for node in nodes {
+        let env = compose.service(node).environment();
+        names.insert(env.get("NATS_SERVER_NAME").cloned().unwrap_or_default());
+        let routes: BTreeSet<String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("NATS_ROUTE_"))
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(routes, expected_routes, "{node}'s routes");
+    }
+    assert_eq!(names.len(), 3, "server names must be unique: {names:?}");
+    let config = read_repo_file("deploy/cluster/nats.conf");
+    for var in [
+        "$NATS_SERVER_NAME",
+        "$NATS_ROUTE_1",
+        "$NATS_ROUTE_2",
+        "$NATS_ROUTE_3",
+    ] {
+        assert!(
+            config.contains(var),
+            "deploy/cluster/nats.conf does not use {var}"
+        );
+    }
+    let bridges: Vec<String> = compose
+        .service_names()
+        .into_iter()
+        .filter(|n| n.starts_with("bridge"))
+        .collect();
+    assert!(bridges.len() >= 2, "at least two bridge replicas");
+    for name in bridges {
+        let mut env = compose.service(&name).environment();
+        env.insert(
+            "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+            SECRET_PLACEHOLDER.into(),
+        );
+        let settings = settings_from(&env).unwrap();
+        assert_eq!(settings.jetstream.replicas, 3, "{name}");
+        let mut hosts: Vec<String> = settings
+            .nats
+            .url
+            .iter()
+            .filter_map(|u| u.split("://").nth(1)?.split(':').next().map(str::to_owned))
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, nodes, "{name} must know every node");
+    }
+}
+
+#[test]
+fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
+    let stages = dockerfile_stages();
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    for stage in &stages {
+        let image = stage.image.as_str();
+        assert!(
+            names.contains(&image)
+                || (image.contains(':') && !image.contains('$') && !image.ends_with(":latest")),
+            "base image {image} is not pinned"
+        );
+    }
+    assert!(stages.len() >= 2, "multi-stage build expected");
+
+    let builder = stages
+        .iter()
+        .find(|s| {
+            s.ops
+                .iter()
+                .any(|(op, a)| op == "RUN" && a.contains("cargo build"))
+        })
+        .expect("a stage runs cargo build");
+    let position = |pred: &dyn Fn(&(String, String)) -> bool| builder.ops.iter().position(pred);
+    let cook = position(&|(op, a)| op == "RUN" && a.contains("cargo chef cook"))
+        .expect("dependencies are built on their own (cargo chef cook)");
+    let source =
+        position(&|(op, a)| op == "COPY" && a.starts_with(". ")).expect("the source is copied in");
+    let build = position(&|(op, a)| op == "RUN" && a.contains("cargo build")).expect("cargo build");
+    assert!(
+        cook < source && source < build,
+        "dependency layer must come before the source is copied"
+    );
+    let build_args = &builder.ops[build].1;
+    for flag in ["--release", "--locked", "--bin fastpix-nats-bridge"] {
+        assert!(build_args.contains(flag), "cargo build lacks {flag}");
+    }
+    for example in examples_in_the_repository() {
+        assert!(
+            build_args.contains(&format!("--example {example}")),
+            "the image does not build example {example}"
+        );
+    }
+
+    let runtime = &stages.last().expect("stages").ops;
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(op, _)| op == "USER")
+        .map(|(_, a)| a.clone())
+        .expect("the runtime stage sets USER");
+    let uid = user.split(':').next().unwrap_or_default();
+    assert!(
+        !matches!(uid, "root" | "0" | ""),
+        "the runtime runs as root: USER {user}"
+    );
+    assert_eq!(image_entrypoint(), [BRIDGE_BIN]);
+    assert!(
+        runtime.iter().any(|(op, a)| op == "COPY"
+            && a.contains("--from=")
+            && a.trim_end().ends_with("/usr/local/bin/")),
+        "the runtime stage copies the binaries to /usr/local/bin/"
+    );
+    assert!(
+        !runtime
+            .iter()
+            .any(|(op, a)| op == "RUN" && a.contains("cargo")),
+        "nothing is built in the runtime stage"
+    );
+}
+
+/// Example programs in `examples/` (the image ships each one).
+fn examples_in_the_repository() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(repo_path("examples")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_dockerignore_keeps_build_output_out_and_the_source_in() {
+    let ignored: Vec<String> = read_repo_file(".dockerignore")
+        .lines()
+        .map(|l| l.trim().trim_matches('/').to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for must in ["target", ".git", ".tools"] {
+        assert!(
+            ignored.iter().any(|i| i == must),
+            ".dockerignore lacks {must}"
+        );
+    }
+    for needed in ["src", "Cargo.toml", "Cargo.lock", "examples", "tests"] {
+        assert!(
+            !ignored.iter().any(|i| i == needed || i == "*"),
+            ".dockerignore drops {needed}, which the build needs"
+        );
+    }
+}
+
+/// Every object of every manifest the kustomization lists.
+fn kubernetes_objects() -> Vec<Value> {
+    let kustomization = yaml_file("deploy/kubernetes/kustomization.yaml");
+    let resources = kustomization["resources"]
+        .as_array()
+        .expect("kustomization lists resources");
+    resources
+        .iter()
+        .filter_map(|r| r.as_str())
+        .flat_map(|file| {
+            let path = format!("deploy/kubernetes/{file}");
+            yaml_documents(&read_repo_file(&path), &path)
+        })
+        .collect()
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} expected");
+    found[0]
+}
+
+#[test]
+fn kubernetes_manifests_have_what_a_safe_bridge_deployment_needs() {
+    let objects = kubernetes_objects();
+    for o in &objects {
+        assert!(
+            o["apiVersion"].is_string()
+                && o["kind"].is_string()
+                && o["metadata"]["name"].is_string(),
+            "every object has apiVersion, kind and metadata.name: {o}"
+        );
+    }
+    let deployment = object(&objects, "Deployment");
+    let spec = &deployment["spec"];
+    assert!(
+        spec["replicas"].as_u64().unwrap_or(0) >= 2,
+        "at least 2 replicas"
+    );
+    let selector = &spec["selector"]["matchLabels"];
+    let pod = &spec["template"];
+    assert!(selector.is_object(), "Deployment selector");
+    for (k, v) in selector.as_object().unwrap() {
+        assert_eq!(
+            &pod["metadata"]["labels"][k], v,
+            "pod labels match the selector"
+        );
+    }
+    let containers = pod["spec"]["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let port_name = c["ports"][0]["name"]
+        .as_str()
+        .expect("a named container port");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], port_name, "{probe} port");
+    }
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][kind][resource].is_string(),
+                "resources.{kind}.{resource}"
+            );
+        }
+    }
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+
+    // Settings: the ConfigMap through envFrom, the secret from a Secret.
+    let configmap = object(&objects, "ConfigMap");
+    let cm_name = &configmap["metadata"]["name"];
+    assert!(
+        c["envFrom"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| &e["configMapRef"]["name"] == cm_name)),
+        "the container reads the ConfigMap"
+    );
+    let secret_env = c["env"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e["name"] == "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS")
+        })
+        .expect("the signing secret is set");
+    let secret_ref = &secret_env["valueFrom"]["secretKeyRef"];
+    assert!(
+        secret_ref["name"].is_string() && secret_ref["key"].is_string(),
+        "the signing secret comes from a Secret"
+    );
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Secret"),
+        "no Secret with a value is committed"
+    );
+    let mut env: BTreeMap<String, String> = configmap["data"]
+        .as_object()
+        .expect("ConfigMap data")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().expect("ConfigMap values are strings").to_owned(),
+            )
+        })
+        .collect();
+    env.insert(
+        "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+        SECRET_PLACEHOLDER.into(),
+    );
+    let settings =
+        settings_from(&env).unwrap_or_else(|e| panic!("the ConfigMap does not load: {e}"));
+    assert_eq!(settings.jetstream.replicas, 3, "the stream at 3 replicas");
+    assert_eq!(settings.nats.url.len(), 3, "every NATS node's URL");
+
+    // Shutdown fits in the grace period: preStop sleep, then http.shutdown_grace.
+    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap_or(0);
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    assert!(
+        pre_stop + settings.http.shutdown_grace.as_secs() + 5 <= grace,
+        "terminationGracePeriodSeconds {grace} is too short for preStop {pre_stop}s + shutdown grace {:?}",
+        settings.http.shutdown_grace
+    );
+
+    let service = object(&objects, "Service");
+    assert_eq!(
+        &service["spec"]["selector"], selector,
+        "Service selects the pods"
+    );
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], port_name);
+
+    let pdb = object(&objects, "PodDisruptionBudget");
+    assert_eq!(
+        &pdb["spec"]["selector"]["matchLabels"], selector,
+        "PDB selects the pods"
+    );
+    let min = pdb["spec"]["minAvailable"].as_u64();
+    let replicas = spec["replicas"].as_u64().unwrap_or(0);
+    assert!(
+        min.is_some_and(|m| m >= 1 && m < replicas) || pdb["spec"]["maxUnavailable"].is_number(),
+        "the PDB keeps a bridge up and still lets a node drain"
+    );
+}
+
+#[test]
+fn nats_helm_values_give_a_3_node_jetstream_cluster_the_bridge_points_at() {
+    let values = yaml_file("deploy/kubernetes/nats-values.yaml");
+    let config = &values["config"];
+    assert_eq!(config["cluster"]["enabled"], true);
+    assert_eq!(config["cluster"]["replicas"], 3);
+    assert_eq!(config["jetstream"]["enabled"], true);
+    assert_eq!(config["jetstream"]["fileStore"]["enabled"], true);
+    assert_eq!(config["jetstream"]["fileStore"]["pvc"]["enabled"], true);
+    assert!(config["jetstream"]["fileStore"]["pvc"]["size"].is_string());
+    let tag = values["container"]["image"]["tag"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        tag.starts_with(&tested_nats_version()),
+        "the chart runs nats {tag}, not the tested {}",
+        tested_nats_version()
+    );
+    // The ConfigMap names the pods of a release called `nats`.
+    let objects = kubernetes_objects();
+    let urls = object(&objects, "ConfigMap")["data"]["FASTPIX_BRIDGE__NATS__URL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..3 {
+        assert!(
+            urls.contains(&format!("nats://nats-{i}.nats-headless:4222")),
+            "{urls}"
+        );
+    }
+}
+
+#[test]
+fn deploy_readme_covers_each_setup() {
+    let readme = read_repo_file("deploy/README.md");
+    for file in [
+        "nats/nats.conf",
+        "cluster/nats.conf",
+        "cluster/docker-compose.yml",
+        "kubernetes/nats-values.yaml",
+        "kubectl apply -k deploy/kubernetes",
+        "helm",
+    ] {
+        assert!(
+            readme.contains(file),
+            "deploy/README.md does not mention {file}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_runs_the_stack_as_the_compose_file_defines_it() {
+    let readme = read_repo_file("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Run the stack with Docker Compose"))
+        .expect("README has a `## Run the stack with Docker Compose` section");
+    for needed in [
+        "docker compose up --build",
+        "docker compose exec bridge fastpix-nats-bridge send",
+    ] {
+        assert!(
+            section.contains(needed),
+            "the stack section lacks `{needed}`"
+        );
+    }
+    let compose = Compose::load("docker-compose.yml");
+    for name in consumer_services(&compose) {
+        assert!(
+            section.contains(&format!("{name}-1 ")) || section.contains(&format!("`{name}`")),
+            "the stack section does not show consumer `{name}`"
+        );
+    }
+}
