@@ -79,11 +79,17 @@ pub struct HttpSettings {
     /// Largest body accepted; also kept under the NATS server's `max_payload`.
     pub max_body_bytes: usize,
     /// Requests handled at once; beyond it the bridge answers 503 at once
-    /// instead of queueing without bound.
+    /// instead of queueing without bound. Bodies are buffered only for
+    /// these, so at most `max_in_flight × max_body_bytes` of body is held.
     pub max_in_flight: usize,
     /// A client must deliver its whole body within this, or gets 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// A client must deliver a request's headers within this (and an idle
+    /// keep-alive connection must start its next request within it), or the
+    /// connection is closed: slow or silent clients cannot hold sockets.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -94,8 +100,9 @@ impl Default for HttpSettings {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 1024 * 1024,
-            max_in_flight: 1024,
+            max_in_flight: 256,
             body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -364,6 +371,12 @@ impl Raw {
         if self.http.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
+        if self.http.body_timeout.is_zero() {
+            return Err(invalid("http.body_timeout", "must be above 0"));
+        }
+        if self.http.header_timeout.is_zero() {
+            return Err(invalid("http.header_timeout", "must be above 0"));
+        }
         if self.nats.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
@@ -459,6 +472,9 @@ mod tests {
         let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
         assert_eq!(s.http.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(s.http.max_body_bytes, 1_048_576);
+        assert_eq!(s.http.max_in_flight, 256);
+        assert_eq!(s.http.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.header_timeout, Duration::from_secs(10));
         assert_eq!(s.nats.url, vec!["nats://127.0.0.1:4222"]);
         assert_eq!(s.nats.publish_timeout, Duration::from_secs(5));
         assert_eq!(s.webhook.path, "/webhooks/fastpix");
@@ -563,6 +579,18 @@ mod tests {
             (
                 &[("FASTPIX_BRIDGE__HTTP__LISTEN", "nowhere")],
                 "http.listen",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "0")],
+                "http.max_in_flight",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "0s")],
+                "http.header_timeout",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "slowly")],
+                "http.header_timeout",
             ),
             (
                 &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "soon")],
