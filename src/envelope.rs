@@ -49,6 +49,9 @@ pub enum InvalidBody {
     DuplicateType,
     #[error("`type` is not a string")]
     TypeNotString,
+    /// A string whose escapes do not decode, such as a lone surrogate `\ud800`.
+    #[error("`type` is not valid Unicode")]
+    TypeNotUnicode,
     #[error(transparent)]
     Type(#[from] InvalidEventType),
 }
@@ -92,8 +95,13 @@ impl Envelope {
         let Some(kind) = top.kind else {
             return Ok(Envelope::Probe);
         };
-        let raw_type: Cow<'_, str> =
-            serde_json::from_str(kind.get()).map_err(|_| InvalidBody::TypeNotString)?;
+        let raw_type: Cow<'_, str> = serde_json::from_str(kind.get()).map_err(|_| {
+            if kind.get().starts_with('"') {
+                InvalidBody::TypeNotUnicode
+            } else {
+                InvalidBody::TypeNotString
+            }
+        })?;
         let event_type = EventType::parse(&raw_type)?;
         let object = top.object.and_then(parse_ref);
         let (object_type, object_id) = match object {
@@ -254,6 +262,7 @@ mod tests {
         );
         assert_eq!(err(br#"{"type":5}"#), InvalidBody::TypeNotString);
         assert_eq!(err(br#"{"type":null}"#), InvalidBody::TypeNotString);
+        assert_eq!(err(br#"{"type":"a\ud800b"}"#), InvalidBody::TypeNotUnicode);
         assert_eq!(
             err(br#"{"type":""}"#),
             InvalidBody::Type(InvalidEventType::Empty)
