@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+
 use crate::helpers::*;
 use crate::sender::{SendReport, assert_each_stored_exactly_once, send_with_retries};
 
@@ -217,24 +219,14 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// An HTTP answer as read off the socket.
-struct RawAnswer {
-    status: u16,
-    retry_after: Option<String>,
-    body: String,
-}
-
 /// A POST over a raw socket that sends 960 KiB of body (under the limit,
 /// which leaves room for NATS headers) and never the last byte, so a bridge
 /// that admits it must hold that body until the body timeout. Raw, because
 /// HTTP clients report a refusal that arrives while they are still writing
 /// the body as a broken pipe rather than as the answer.
-async fn never_finishing_post(port: u16) -> std::io::Result<RawAnswer> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn never_finishing_post(port: u16) -> std::io::Result<Option<RawAnswer>> {
     const SENT: usize = 15 * 64 * 1024;
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = async move {
+    raw_exchange(port, |mut wr| async move {
         let head = format!(
             "POST /webhooks/fastpix HTTP/1.1\r\nHost: 127.0.0.1\r\nFastPix-Signature: AAAA\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -242,7 +234,7 @@ async fn never_finishing_post(port: u16) -> std::io::Result<RawAnswer> {
         );
         let chunk = vec![b' '; 64 * 1024];
         if wr.write_all(head.as_bytes()).await.is_ok() {
-            for _ in 0..15 {
+            for _ in 0..SENT / chunk.len() {
                 if wr.write_all(&chunk).await.is_err() {
                     break;
                 }
@@ -250,53 +242,8 @@ async fn never_finishing_post(port: u16) -> std::io::Result<RawAnswer> {
         }
         // Keep the socket open: the body is never finished.
         std::future::pending::<()>().await
-    };
-    let reader = async move {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        loop {
-            match rd.read(&mut tmp).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-            if let Some(answer) = parse_answer(&buf) {
-                return Ok(answer);
-            }
-        }
-        parse_answer(&buf).ok_or_else(|| {
-            std::io::Error::other(format!(
-                "connection closed without an answer: {:?}",
-                String::from_utf8_lossy(&buf)
-            ))
-        })
-    };
-    tokio::select! {
-        answer = reader => answer,
-        () = writer => unreachable!("the writer never finishes"),
-    }
-}
-
-/// A complete answer (head and `Content-Length` body) from `buf`, if there is one.
-fn parse_answer(buf: &[u8]) -> Option<RawAnswer> {
-    let text = std::str::from_utf8(buf).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut retry_after = None;
-    let mut length = 0;
-    for line in lines {
-        let (name, value) = line.split_once(':')?;
-        match name.to_ascii_lowercase().as_str() {
-            "retry-after" => retry_after = Some(value.trim().to_owned()),
-            "content-length" => length = value.trim().parse().ok()?,
-            _ => {}
-        }
-    }
-    (body.len() >= length).then(|| RawAnswer {
-        status,
-        retry_after,
-        body: body.to_owned(),
     })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,9 +288,11 @@ async fn overload_is_refused_at_once_with_retry_after_and_memory_stays_bounded()
             .await
             .unwrap_or_else(|_| panic!("only {n} refusals: requests beyond the bound were queued"))
             .expect("flood task");
-        let answer = answer.expect("refused requests get an answer, not a reset");
+        let answer = answer
+            .expect("refused requests get an answer, not a reset")
+            .expect("refused requests get an answer before the bridge closes");
         assert_eq!(answer.status, 503, "{}", answer.body);
-        assert_eq!(answer.retry_after.as_deref(), Some("2"));
+        assert_eq!(answer.header("retry-after"), Some("2"));
         let err: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
         assert_eq!(err["outcome"], "overloaded");
         slowest = slowest.max(took);

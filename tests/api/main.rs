@@ -1,6 +1,7 @@
 //! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
 //! All modules build into one test binary.
 
+mod edge;
 mod faults;
 mod helpers;
 mod process;
