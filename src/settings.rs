@@ -380,9 +380,24 @@ impl Raw {
         if self.nats.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
-        for url in &self.nats.url {
-            if url.parse::<async_nats::ServerAddr>().is_err() {
-                return Err(invalid("nats.url", format!("{url:?} is not a NATS URL")));
+        // Neither message echoes the URL: it may hold a password.
+        for (i, url) in self.nats.url.iter().enumerate() {
+            let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+                return Err(invalid(
+                    "nats.url",
+                    format!("entry #{} is not a NATS URL", i + 1),
+                ));
+            };
+            // The NATS client ignores credentials in URLs (so they would not
+            // authenticate) but prints URLs in its debug log.
+            if addr.username().is_some() || addr.password().is_some() {
+                return Err(invalid(
+                    "nats.url",
+                    format!(
+                        "entry #{} carries credentials, which are not used there; set nats.user and nats.password, or nats.token",
+                        i + 1
+                    ),
+                ));
             }
         }
         if self.nats.publish_timeout.is_zero() {
@@ -653,5 +668,16 @@ mod tests {
         }
         let err = load_err(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", "zz-not*b64")]);
         assert!(!err.contains("zz-not*b64"), "{err}");
+        for url in [
+            "nats://u:pw-s3cr3t@h:4222",
+            "nats://pw-s3cr3t@h:4222",
+            "pw-s3cr3t://::",
+        ] {
+            let err = load_err(&[
+                ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+                ("FASTPIX_BRIDGE__NATS__URL", url),
+            ]);
+            assert!(err.contains("nats.url") && !err.contains("s3cr3t"), "{err}");
+        }
     }
 }
