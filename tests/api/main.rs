@@ -5,5 +5,6 @@ mod edge;
 mod faults;
 mod helpers;
 mod process;
+mod security;
 mod sender;
 mod webhook;
