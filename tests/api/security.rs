@@ -8,6 +8,8 @@ use futures_util::StreamExt;
 
 use crate::helpers::*;
 
+const MARKER: &str = "test.subscriptions.ready";
+
 /// Everything published on the server while `during` runs, by anyone:
 /// `>` does not match subjects starting with `$`, so those are watched too.
 async fn everything_published<F: std::future::Future<Output = ()>>(
@@ -19,7 +21,14 @@ async fn everything_published<F: std::future::Future<Output = ()>>(
     for s in ["$JS.>", "$SYS.>", "$KV.>", "$O.>", "$MQTT.>"] {
         dollar.push(client.subscribe(s).await.unwrap());
     }
-    client.flush().await.unwrap();
+    // flush() only writes the socket; the server has processed the SUBs
+    // once our own marker comes back through them.
+    client.publish(MARKER, "".into()).await.unwrap();
+    let marker = tokio::time::timeout(Duration::from_secs(10), all.next())
+        .await
+        .expect("marker delivered")
+        .expect("subscription open");
+    assert_eq!(marker.subject.as_str(), MARKER);
     during.await;
     // Let the last messages arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
