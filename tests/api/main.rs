@@ -3,6 +3,7 @@
 
 mod edge;
 mod faults;
+mod fuzz;
 mod helpers;
 mod process;
 mod security;
