@@ -1,5 +1,6 @@
-//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
-//! All modules build into one test binary.
+//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP;
+//! and `fuzz`, the fuzz target's checks on a fixed corpus. All modules build
+//! into one test binary.
 
 mod edge;
 mod faults;
