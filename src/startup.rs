@@ -101,6 +101,8 @@ impl Application {
             .header_read_timeout(http.header_timeout);
         let service = TowerToHyperService::new(app(self.state));
         let graceful = GracefulShutdown::new();
+        // Kept so that what still runs after the grace period can be stopped.
+        let mut connections = tokio::task::JoinSet::new();
         let listener = self.listener;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -119,7 +121,8 @@ impl Application {
             let _ = stream.set_nodelay(true);
             let connection =
                 graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
-            tokio::spawn(async move {
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
@@ -133,6 +136,7 @@ impl Application {
             .is_err()
         {
             tracing::warn!(grace = ?http.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
+            connections.shutdown().await;
         }
         publisher.drain().await;
         tracing::info!("stopped");

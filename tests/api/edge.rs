@@ -371,3 +371,38 @@ async fn a_whitespace_only_body_is_a_probe_unsigned_and_invalid_signed() {
     assert_eq!(kept[0].subject, "fastpix.invalid");
     assert_eq!(kept[0].payload, blank.as_bytes());
 }
+
+#[tokio::test]
+async fn a_request_still_running_after_the_shutdown_grace_does_not_hold_shutdown() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with(
+        &nats.url(),
+        &[
+            ("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "60s"),
+            ("FASTPIX_BRIDGE__HTTP__SHUTDOWN_GRACE", "1s"),
+        ],
+    )
+    .await;
+    let port = app.addr.port();
+    // Headers and half a body, then nothing: the request stays in flight.
+    let stuck = tokio::spawn(raw_exchange(port, |mut wr| async move {
+        let head = "POST /webhooks/fastpix HTTP/1.1\r\nHost: x\r\nFastPix-Signature: AAAA\r\n\
+                    Content-Length: 100\r\n\r\n{\"type\":";
+        let _ = wr.write_all(head.as_bytes()).await;
+        std::future::pending::<()>().await
+    }));
+    assert_serves_others(&app, "before-shutdown").await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), app.shutdown())
+        .await
+        .expect("shutdown ends after the grace period, not the body timeout")
+        .expect("clean shutdown");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The stuck request was cut, not answered.
+    let answer = tokio::time::timeout(Duration::from_secs(10), stuck)
+        .await
+        .expect("the stuck connection is closed")
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_none(), "{answer:?}");
+}
