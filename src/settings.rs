@@ -600,6 +600,10 @@ mod tests {
                 "http.max_in_flight",
             ),
             (
+                &[("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "0s")],
+                "http.body_timeout",
+            ),
+            (
                 &[("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "0s")],
                 "http.header_timeout",
             ),
