@@ -10,8 +10,8 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 use crate::error::WebhookError;
@@ -37,7 +37,21 @@ pub fn app(state: AppState) -> Router {
         .route(&state.webhook.path.clone(), post(receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Every answer is one line of JSON, even for paths and methods that do not exist.
+async fn not_found() -> Response {
+    let body = serde_json::json!({ "error": "no such path", "outcome": "not_found" });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let body =
+        serde_json::json!({ "error": "method not allowed", "outcome": "method_not_allowed" });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
@@ -87,7 +101,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookE
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(WebhookError::TooLarge { limit });
     }
-    let body = read_body(body, limit, state.body_timeout).await?;
+    let body = read_body(body, declared, limit, state.body_timeout).await?;
 
     let mut signatures = parts.headers.get_all(SIGNATURE_HEADER).iter();
     let signature = match (signatures.next(), signatures.next()) {
@@ -112,17 +126,32 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookE
     .await
 }
 
-/// Reads at most `limit` bytes (chunked or not) within `timeout`.
-async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, WebhookError> {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
-    match collected {
-        Err(_) => Err(WebhookError::BodyTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(WebhookError::TooLarge { limit })
+/// Reads at most `limit` bytes (chunked or not) within `timeout`, into one
+/// buffer sized from `Content-Length` when given: a body is held once, never
+/// as chunks plus a copy.
+async fn read_body(
+    mut body: Body,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, WebhookError> {
+    let capacity = declared.map_or(0, |n| n as usize).min(limit);
+    let read = async move {
+        let mut buf = BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| WebhookError::BodyRead)?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(WebhookError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
         }
-        Ok(Err(_)) => Err(WebhookError::BodyRead),
-    }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(WebhookError::BodyTimeout))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -79,11 +79,17 @@ pub struct HttpSettings {
     /// Largest body accepted; also kept under the NATS server's `max_payload`.
     pub max_body_bytes: usize,
     /// Requests handled at once; beyond it the bridge answers 503 at once
-    /// instead of queueing without bound.
+    /// instead of queueing without bound. Bodies are buffered only for
+    /// these, so at most `max_in_flight × max_body_bytes` of body is held.
     pub max_in_flight: usize,
     /// A client must deliver its whole body within this, or gets 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// A client must deliver a request's headers within this (and an idle
+    /// keep-alive connection must start its next request within it), or the
+    /// connection is closed: slow or silent clients cannot hold sockets.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -94,8 +100,9 @@ impl Default for HttpSettings {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 1024 * 1024,
-            max_in_flight: 1024,
+            max_in_flight: 256,
             body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -390,12 +397,33 @@ impl Raw {
         if self.http.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
+        if self.http.body_timeout.is_zero() {
+            return Err(invalid("http.body_timeout", "must be above 0"));
+        }
+        if self.http.header_timeout.is_zero() {
+            return Err(invalid("http.header_timeout", "must be above 0"));
+        }
         if self.nats.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
-        for url in &self.nats.url {
-            if url.parse::<async_nats::ServerAddr>().is_err() {
-                return Err(invalid("nats.url", format!("{url:?} is not a NATS URL")));
+        // Neither message echoes the URL: it may hold a password.
+        for (i, url) in self.nats.url.iter().enumerate() {
+            let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+                return Err(invalid(
+                    "nats.url",
+                    format!("entry #{} is not a NATS URL", i + 1),
+                ));
+            };
+            // The NATS client ignores credentials in URLs (so they would not
+            // authenticate) but prints URLs in its debug log.
+            if addr.username().is_some() || addr.password().is_some() {
+                return Err(invalid(
+                    "nats.url",
+                    format!(
+                        "entry #{} carries credentials, which are not used there; set nats.user and nats.password, or nats.token",
+                        i + 1
+                    ),
+                ));
             }
         }
         if self.nats.publish_timeout.is_zero() {
@@ -485,6 +513,9 @@ mod tests {
         let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
         assert_eq!(s.http.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(s.http.max_body_bytes, 1_048_576);
+        assert_eq!(s.http.max_in_flight, 256);
+        assert_eq!(s.http.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.header_timeout, Duration::from_secs(10));
         assert_eq!(s.nats.url, vec!["nats://127.0.0.1:4222"]);
         assert_eq!(s.nats.publish_timeout, Duration::from_secs(5));
         assert_eq!(s.webhook.path, "/webhooks/fastpix");
@@ -620,6 +651,22 @@ mod tests {
                 "http.listen",
             ),
             (
+                &[("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "0")],
+                "http.max_in_flight",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "0s")],
+                "http.body_timeout",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "0s")],
+                "http.header_timeout",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "slowly")],
+                "http.header_timeout",
+            ),
+            (
                 &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "soon")],
                 "nats.publish_timeout",
             ),
@@ -680,5 +727,16 @@ mod tests {
         }
         let err = load_err(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", "zz-not*b64")]);
         assert!(!err.contains("zz-not*b64"), "{err}");
+        for url in [
+            "nats://u:pw-s3cr3t@h:4222",
+            "nats://pw-s3cr3t@h:4222",
+            "pw-s3cr3t://::",
+        ] {
+            let err = load_err(&[
+                ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+                ("FASTPIX_BRIDGE__NATS__URL", url),
+            ]);
+            assert!(err.contains("nats.url") && !err.contains("s3cr3t"), "{err}");
+        }
     }
 }

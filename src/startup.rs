@@ -4,7 +4,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -75,46 +80,67 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (at most `http.shutdown_grace`) and drains
     /// the NATS connection.
+    ///
+    /// Connections are served by hyper (HTTP/1.1) directly rather than by
+    /// `axum::serve`, which sets no timer and so cannot cut off a client that
+    /// sends its headers slowly or never (`http.header_timeout`).
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let publisher = self.state.publisher.clone();
-        let grace = self.settings.http.shutdown_grace;
+        let http = self.settings.http.clone();
         tracing::info!(
             addr = %self.local_addr(),
             path = %self.settings.webhook.path,
             "listening for FastPix webhooks"
         );
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            axum::serve(self.listener, app(self.state)).with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections; finishing in-flight requests");
-                let _ = stopping_tx.send(());
-            });
-        let mut server = tokio::spawn(server.into_future());
-        let result = tokio::select! {
-            r = &mut server => r,
-            _ = async {
-                if stopping_rx.await.is_ok() {
-                    tokio::time::sleep(grace).await;
-                } else {
-                    std::future::pending::<()>().await;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(http.header_timeout);
+        let service = TowerToHyperService::new(app(self.state));
+        let graceful = GracefulShutdown::new();
+        // Kept so that what still runs after the grace period can be stopped.
+        let mut connections = tokio::task::JoinSet::new();
+        let listener = self.listener;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
-            } => {
-                tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping them");
-                server.abort();
-                Ok(Ok(()))
-            }
-        };
+            });
+        }
+        // Closing the listener makes new connections fail at once, so senders retry elsewhere.
+        drop(listener);
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        if tokio::time::timeout(http.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?http.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
+            connections.shutdown().await;
+        }
         publisher.drain().await;
         tracing::info!("stopped");
-        match result {
-            Ok(r) => r,
-            Err(join) if join.is_cancelled() => Ok(()),
-            Err(join) => Err(std::io::Error::other(join)),
-        }
+        Ok(())
     }
 }
 

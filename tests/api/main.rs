@@ -1,12 +1,17 @@
-//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP.
-//! All modules build into one test binary.
+//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP;
+//! and `fuzz`, the fuzz target's checks on a fixed corpus. All modules build
+//! into one test binary.
 
 mod cluster;
 mod compose_stack;
 mod consumers;
 mod deploy;
 mod deploy_files;
+mod edge;
+mod faults;
+mod fuzz;
 mod helpers;
 mod process;
+mod security;
 mod sender;
 mod webhook;
