@@ -323,7 +323,16 @@ async fn core_mode_publishes_and_flushes_before_answering() {
     let nats = NatsServer::start();
     let client = nats.client().await;
     let mut sub = client.subscribe("fastpix.>").await.unwrap();
-    client.flush().await.unwrap();
+    // flush() only writes the socket; a marker coming back proves the server has the subscription.
+    client.publish("fastpix.marker", "m".into()).await.unwrap();
+    let marker = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sub),
+    )
+    .await
+    .expect("marker arrives")
+    .unwrap();
+    assert_eq!(marker.subject.as_str(), "fastpix.marker");
     let app = TestApp::spawn_with(
         &nats.url(),
         &[("FASTPIX_BRIDGE__JETSTREAM__ENABLED", "false")],
