@@ -22,13 +22,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
-use fastpix_nats_bridge::consumer::{self, Event, Family, Patience, Start};
+use async_nats::jetstream;
+use fastpix_nats_bridge::consumer::{self, DurableWorker, Event, Family, Patience, Start};
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
 use fastpix_nats_bridge::startup::shutdown_signal;
-use futures_util::StreamExt;
 use time::OffsetDateTime;
 
 /// The queue group: the durable consumer every copy binds.
@@ -145,71 +143,28 @@ async fn main() -> ExitCode {
     let js = jetstream::new(client.clone());
     let filters = Family::Media.filters(&settings.webhook.prefix);
     let mut catalogue = Catalogue::default();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     tracing::info!(servers = ?settings.nats.url, group = GROUP, copy = %copy, "starting");
-    'bind: loop {
-        let bind = consumer::durable_when_ready(
-            &js,
-            &settings.jetstream.stream,
-            GROUP,
-            &filters,
-            Start::All,
-            Duration::from_secs(2),
-        );
-        let bound = tokio::select! {
-            _ = &mut shutdown => break 'bind,
-            bound = bind => bound,
-        };
-        let consumer = match bound {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        // Small pulls keep the work spread when several copies run.
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(10)
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the consumer; trying again");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
-        tracing::info!(stream = %settings.jetstream.stream, filters = ?filters.iter().map(|f| f.as_str()).collect::<Vec<_>>(), "waiting for media events");
-        loop {
-            let next = tokio::select! {
-                _ = &mut shutdown => break 'bind,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    match Event::from_json(&msg.payload) {
-                        Ok(event) => println!("[{GROUP}@{copy}] {}", catalogue.apply(&event)),
-                        Err(e) => println!(
-                            "[{GROUP}@{copy}] skipped a message on {} that is not an event: {e}",
-                            msg.subject
-                        ),
-                    }
-                    if let Err(e) = msg.double_ack().await {
-                        tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
-                    }
-                }
-                Some(Err(e)) if matches!(e.kind(), MessagesErrorKind::ConsumerDeleted) => {
-                    tracing::warn!("the consumer was deleted; creating it again");
-                    continue 'bind;
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
-                None => continue 'bind,
-            }
+    let worker = DurableWorker {
+        stream: &settings.jetstream.stream,
+        durable: GROUP,
+        filters: &filters,
+        start: Start::All,
+        max_batch: 10,
+    };
+    let result = worker
+        .run(&js, shutdown_signal(), |subject, event| match event {
+            Ok(event) => println!("[{GROUP}@{copy}] {}", catalogue.apply(&event)),
+            Err(e) => println!(
+                "[{GROUP}@{copy}] skipped a message on {subject} that is not an event: {e}"
+            ),
+        })
+        .await;
+    let _ = client.drain().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
-    let _ = client.drain().await;
-    ExitCode::SUCCESS
 }

@@ -396,6 +396,104 @@ pub async fn durable_when_ready(
     }
 }
 
+/// A long-running service reading one durable consumer: what the example
+/// workers are built on, and what a Rust consumer service needs.
+#[derive(Debug, Clone)]
+pub struct DurableWorker<'a> {
+    /// The bridge's stream (`jetstream.stream`).
+    pub stream: &'a str,
+    /// The durable consumer's name; every copy of a service that uses the
+    /// same name shares the work.
+    pub durable: &'a str,
+    pub filters: &'a [SubjectFilter],
+    /// Where the consumer starts when it is created.
+    pub start: Start,
+    /// Events pulled at a time; small batches spread work across copies.
+    pub max_batch: usize,
+}
+
+impl DurableWorker<'_> {
+    /// Reads until `shutdown` completes. Waits for NATS and the stream,
+    /// binds the consumer (again if it is deleted), hands each message's
+    /// subject and parsed event to `handle`, and acknowledges it only after
+    /// `handle` returned, so an event a crash interrupts comes again.
+    /// Fails only on what waiting cannot fix (an invalid consumer name).
+    pub async fn run<F>(
+        self,
+        js: &jetstream::Context,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut handle: F,
+    ) -> Result<(), BindError>
+    where
+        F: FnMut(&str, Result<Event, serde_json::Error>),
+    {
+        use futures_util::StreamExt as _;
+        let retry = Duration::from_secs(2);
+        tokio::pin!(shutdown);
+        'bind: loop {
+            let bind = durable_when_ready(
+                js,
+                self.stream,
+                self.durable,
+                self.filters,
+                self.start,
+                retry,
+            );
+            let consumer = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                bound = bind => bound?,
+            };
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.max_batch)
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(consumer = self.durable, error = %e, "cannot read the consumer; trying again in {retry:?}");
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            };
+            tracing::info!(
+                consumer = self.durable,
+                stream = self.stream,
+                filters = ?self.filters.iter().map(SubjectFilter::as_str).collect::<Vec<_>>(),
+                "waiting for events"
+            );
+            loop {
+                let next = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        handle(msg.subject.as_str(), Event::from_json(&msg.payload));
+                        if let Err(e) = msg.double_ack().await {
+                            tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
+                        }
+                    }
+                    Some(Err(e))
+                        if matches!(
+                            e.kind(),
+                            consumer::pull::MessagesErrorKind::ConsumerDeleted
+                        ) =>
+                    {
+                        tracing::warn!(
+                            consumer = self.durable,
+                            "the consumer was deleted; creating it again"
+                        );
+                        continue 'bind;
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
+                    None => continue 'bind,
+                }
+            }
+        }
+    }
+}
+
 /// An ephemeral, ordered consumer that reads `stream` from `start` through
 /// `filters`, then follows new events. Nothing is acknowledged or kept on the
 /// server once the reader goes away.
