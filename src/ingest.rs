@@ -7,7 +7,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::envelope::{Envelope, EventFields};
-use crate::error::WebhookError;
+use crate::error::{Outcome, WebhookError};
+use crate::metrics::Family;
 use crate::publisher::{Outgoing, Publisher, Stored};
 use crate::settings::WebhookConfig;
 
@@ -29,7 +30,10 @@ pub mod headers {
 pub enum Accepted {
     /// FastPix's validation probe: answered, not published.
     Probe,
-    Published(Stored),
+    Published {
+        stored: Stored,
+        family: Family,
+    },
 }
 
 /// One incoming delivery.
@@ -81,15 +85,41 @@ pub async fn ingest(
         }
     };
     let subject = webhook.prefix.subject_for(&fields.event_type);
-    let headers = event_headers(&fields, &delivery.body, delivery.traceparent);
-    let stored = publisher
+    // Filled in the request's span (a `debug` span: free at the default level).
+    let span = tracing::Span::current();
+    span.record("event_id", fields.id.as_deref());
+    span.record("event_type", fields.event_type.as_str());
+    span.record("subject", subject.as_str());
+    let traceparent = delivery.traceparent.filter(|tp| is_traceparent(tp));
+    span.record("traceparent", traceparent);
+    let headers = event_headers(&fields, &delivery.body, traceparent);
+    let published = publisher
         .publish(Outgoing {
             subject,
             headers,
             payload: delivery.body,
         })
-        .await?;
-    Ok(Accepted::Published(stored))
+        .await;
+    match published {
+        Ok(stored) => Ok(Accepted::Published {
+            stored,
+            family: Family::of(fields.event_type.as_str()),
+        }),
+        Err(e) => {
+            // Logged here, where the event is known, since the span carrying
+            // it is off at the default level.
+            tracing::warn!(
+                event_id = fields.id.as_deref(),
+                event_type = fields.event_type.as_str(),
+                subject = webhook.prefix.subject_for(&fields.event_type).as_str(),
+                traceparent,
+                outcome = %Outcome::NatsUnavailable,
+                error = %e,
+                "event not stored"
+            );
+            Err(WebhookError::Unavailable(e))
+        }
+    }
 }
 
 /// Stores a signed but unroutable body on `<prefix>.invalid`, so a bad
@@ -112,7 +142,11 @@ async fn keep_invalid(
             headers,
             payload: body.clone(),
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            tracing::warn!(reason, outcome = %Outcome::NatsUnavailable, error = %e, "signed body that is not a routable event could not be kept");
+            WebhookError::Unavailable(e)
+        })?;
     tracing::warn!(reason, seq = ?stored.seq, "signed body is not a routable event; kept on the invalid subject");
     Ok(stored)
 }

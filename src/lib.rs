@@ -5,12 +5,14 @@
 //! [`envelope`] reading, headers) and leaves through [`publisher`], which
 //! answers only once JetStream has acknowledged it. [`subject`] maps event
 //! types to subjects, [`settings`] loads and validates configuration,
-//! [`error`] maps failures to HTTP answers, [`telemetry`] sets up logs and
-//! [`startup`] wires it all and handles shutdown.
+//! [`error`] maps failures to HTTP answers, [`metrics`] counts what happens
+//! for Prometheus, [`telemetry`] sets up logs and [`startup`] wires it all
+//! (the public and admin listeners) and handles shutdown.
 
 pub mod envelope;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod publisher;
 pub mod routes;
 pub mod settings;

@@ -1,7 +1,8 @@
-//! HTTP routes: the webhook endpoint, `/healthz` and `/readyz`.
+//! HTTP routes: the public router (the webhook endpoint, `/healthz`,
+//! `/readyz`) and the admin router (`/metrics`, `/healthz`, `/readyz`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -13,9 +14,12 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+use tracing::field::Empty;
 
-use crate::error::WebhookError;
+use crate::error::{Outcome, WebhookError};
 use crate::ingest::{self, Accepted, Delivery, headers};
+use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::settings::WebhookConfig;
 use crate::signature::SIGNATURE_HEADER;
@@ -29,9 +33,10 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// `http.body_timeout`.
     pub body_timeout: Duration,
+    pub metrics: Metrics,
 }
 
-/// The bridge's router; tests can drive it without a socket.
+/// The public router, the one FastPix reaches; tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(&state.webhook.path.clone(), post(receive))
@@ -40,34 +45,53 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The admin router: metrics and probes, on a port that need not be public.
+pub fn admin(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
-    let result = handle(&state, request).await;
-    match result {
-        Ok(Accepted::Published(stored)) => {
-            tracing::debug!(
-                outcome = if stored.duplicate { "duplicate" } else { "published" },
-                subject = %stored.subject,
-                seq = ?stored.seq,
-                "event stored"
-            );
-            (StatusCode::OK, Json(stored)).into_response()
+    let started = Instant::now();
+    // `debug`, so that at the default level a request costs no span.
+    let span = tracing::debug_span!(
+        "webhook",
+        event_id = Empty,
+        event_type = Empty,
+        subject = Empty,
+        traceparent = Empty
+    );
+    let result = handle(&state, request).instrument(span.clone()).await;
+    let (outcome, response) = span.in_scope(|| match result {
+        Ok(Accepted::Published { stored, family }) => {
+            let outcome = if stored.duplicate {
+                Outcome::Duplicate
+            } else {
+                state.metrics.event_published(family);
+                Outcome::Published
+            };
+            tracing::debug!(%outcome, seq = stored.seq, "event stored");
+            (outcome, (StatusCode::OK, Json(stored)).into_response())
         }
         Ok(Accepted::Probe) => {
-            tracing::info!(outcome = "probe", "validation probe answered");
-            (StatusCode::OK, Json(serde_json::json!({ "probe": true }))).into_response()
+            tracing::info!(outcome = %Outcome::Probe, "validation probe answered");
+            let body = Json(serde_json::json!({ "probe": true }));
+            (Outcome::Probe, (StatusCode::OK, body).into_response())
         }
         Err(e) => {
-            match &e {
-                WebhookError::Unavailable(cause) => {
-                    tracing::warn!(outcome = e.outcome(), error = %cause, "event not stored; answered 503")
-                }
-                other => {
-                    tracing::info!(outcome = other.outcome(), error = %other, "delivery refused")
-                }
+            let outcome = e.outcome();
+            // A failed publish was logged by `ingest`, with the event it concerned.
+            if !matches!(e, WebhookError::Unavailable(_)) {
+                tracing::info!(%outcome, error = %e, "delivery refused");
             }
-            e.into_response()
+            (outcome, e.into_response())
         }
-    }
+    });
+    state.metrics.request(outcome, started.elapsed());
+    response
 }
 
 async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
@@ -127,6 +151,13 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
 
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let p = &state.publisher;
+    let text = state.metrics.render(p.is_connected(), p.is_ready());
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
