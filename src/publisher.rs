@@ -226,7 +226,7 @@ impl Publisher {
         if !self.is_connected() {
             return Err(PublishError::Disconnected);
         }
-        let subject = msg.subject.as_str().to_owned();
+        let subject = async_nats::Subject::from(msg.subject.into_string());
         let timeout = self.shared.timeout;
         let timer = self.shared.metrics.publish_started();
         let work = async {
@@ -242,7 +242,7 @@ impl Publisher {
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
-                        subject: subject.clone(),
+                        subject: subject.to_string(),
                         stream: Some(ack.stream),
                         seq: Some(ack.sequence),
                         duplicate: ack.duplicate,
@@ -259,7 +259,7 @@ impl Publisher {
                         .await
                         .map_err(|e| PublishError::Refused(e.to_string()))?;
                     Ok(Stored {
-                        subject: subject.clone(),
+                        subject: subject.to_string(),
                         stream: None,
                         seq: None,
                         duplicate: false,
@@ -307,6 +307,13 @@ fn stream_config(js: &JetStreamSettings, prefix: &SubjectPrefix) -> stream::Conf
     }
 }
 
+/// 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down
+/// server. async-nats counts the first attempt as 1, and calls this before
+/// the very first connection too, so that one must not wait.
+fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis((attempts.saturating_sub(1) as u64 * 100).min(2000))
+}
+
 async fn connect_options(
     nats: &NatsSettings,
     connected: Arc<Notify>,
@@ -316,10 +323,7 @@ async fn connect_options(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(nats.connect_timeout)
-        .reconnect_delay_callback(|attempts| {
-            // 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
-            Duration::from_millis((attempts as u64 * 100).min(2000))
-        })
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let connected = connected.clone();
             async move {
@@ -356,4 +360,17 @@ async fn connect_options(
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_connection_attempt_does_not_wait() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(1000), Duration::from_secs(2));
+    }
 }
