@@ -2,7 +2,7 @@
 //! signature check, envelope reading, header building, publishing.
 //! The HTTP layer only reads the body and maps the result to a status.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +23,20 @@ pub mod headers {
     pub const BRIDGE_ERROR: &str = "FastPix-Bridge-Error";
     pub const CONTENT_TYPE: &str = "Content-Type";
     pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// The same names, built once: a name given as `&str` is copied into every message.
+mod names {
+    use super::{HeaderName, headers};
+    pub const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
+    pub const EVENT_TYPE: HeaderName = HeaderName::from_static(headers::EVENT_TYPE);
+    pub const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);
+    pub const OBJECT_TYPE: HeaderName = HeaderName::from_static(headers::OBJECT_TYPE);
+    pub const OBJECT_ID: HeaderName = HeaderName::from_static(headers::OBJECT_ID);
+    pub const WORKSPACE_ID: HeaderName = HeaderName::from_static(headers::WORKSPACE_ID);
+    pub const BRIDGE_ERROR: HeaderName = HeaderName::from_static(headers::BRIDGE_ERROR);
+    pub const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
 }
 
 /// A delivery the bridge answered 2xx for.
@@ -133,9 +147,9 @@ async fn keep_invalid(
     reason: &str,
 ) -> Result<Stored, WebhookError> {
     let mut headers = HeaderMap::new();
-    insert(&mut headers, headers::MSG_ID, &body_hash(body));
-    insert(&mut headers, headers::BRIDGE_ERROR, reason);
-    insert(&mut headers, headers::CONTENT_TYPE, "application/json");
+    insert(&mut headers, names::MSG_ID, &body_hash(body));
+    insert(&mut headers, names::BRIDGE_ERROR, reason);
+    insert(&mut headers, names::CONTENT_TYPE, "application/json");
     let stored = publisher
         .publish(Outgoing {
             subject: webhook.prefix.invalid_subject(),
@@ -160,45 +174,54 @@ fn event_headers(fields: &EventFields, body: &[u8], traceparent: Option<&str>) -
     let mut h = HeaderMap::new();
     match &fields.id {
         Some(id) => {
-            insert(&mut h, headers::MSG_ID, id);
-            insert(&mut h, headers::EVENT_ID, id);
+            insert(&mut h, names::MSG_ID, id);
+            insert(&mut h, names::EVENT_ID, id);
         }
-        None => insert(&mut h, headers::MSG_ID, &body_hash(body)),
+        None => insert(&mut h, names::MSG_ID, &body_hash(body)),
     }
-    insert(&mut h, headers::EVENT_TYPE, fields.event_type.as_str());
+    insert(&mut h, names::EVENT_TYPE, fields.event_type.as_str());
     for (name, value) in [
-        (headers::OBJECT_TYPE, &fields.object_type),
-        (headers::OBJECT_ID, &fields.object_id),
-        (headers::WORKSPACE_ID, &fields.workspace_id),
+        (names::OBJECT_TYPE, &fields.object_type),
+        (names::OBJECT_ID, &fields.object_id),
+        (names::WORKSPACE_ID, &fields.workspace_id),
     ] {
         if let Some(v) = value {
             insert(&mut h, name, v);
         }
     }
-    insert(&mut h, headers::CONTENT_TYPE, "application/json");
+    insert(&mut h, names::CONTENT_TYPE, "application/json");
     if let Some(tp) = traceparent.filter(|tp| is_traceparent(tp)) {
-        insert(&mut h, headers::TRACEPARENT, tp);
+        insert(&mut h, names::TRACEPARENT, tp);
     }
     h
 }
 
-/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context defines.
+/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context
+/// defines (all-zero ids are invalid; later versions may append fields).
 fn is_traceparent(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
+    let mut parts = s.split('-');
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
     let hex = |p: &str, n: usize| {
         p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    parts.len() >= 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace_id, 32)
+        && nonzero(trace_id)
+        && hex(parent_id, 16)
+        && nonzero(parent_id)
+        && hex(flags, 2)
 }
 
 /// Values reaching here were checked for control characters, so parsing
 /// cannot fail; a value that somehow does is left out rather than panicking.
-fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
+fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = value.parse::<async_nats::HeaderValue>() {
         h.insert(name, v);
     }
@@ -249,5 +272,27 @@ mod tests {
         let h = event_headers(&f, body, Some("garbage"));
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
         assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn traceparents_follow_the_w3c_format() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_traceparent(good));
+        assert!(is_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
     }
 }
