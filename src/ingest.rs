@@ -90,7 +90,7 @@ pub async fn ingest(
         _ => {}
     }
 
-    let fields = match Envelope::parse(&delivery.body) {
+    let mut fields = match Envelope::parse(&delivery.body) {
         Ok(Envelope::Probe) => return Ok(Accepted::Probe),
         Ok(Envelope::Event(fields)) => fields,
         Err(reason) => {
@@ -106,7 +106,7 @@ pub async fn ingest(
     span.record("subject", subject.as_str());
     let traceparent = delivery.traceparent.filter(|tp| is_traceparent(tp));
     span.record("traceparent", traceparent);
-    let headers = event_headers(&fields, &delivery.body, traceparent);
+    let headers = event_headers(&mut fields, &delivery.body, traceparent);
     let published = publisher
         .publish(Outgoing {
             subject,
@@ -147,7 +147,7 @@ async fn keep_invalid(
     reason: &str,
 ) -> Result<Stored, WebhookError> {
     let mut headers = HeaderMap::new();
-    insert(&mut headers, names::MSG_ID, &body_hash(body));
+    insert_owned(&mut headers, names::MSG_ID, body_hash(body));
     insert(&mut headers, names::BRIDGE_ERROR, reason);
     insert(&mut headers, names::CONTENT_TYPE, "application/json");
     let stored = publisher
@@ -170,23 +170,25 @@ pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-fn event_headers(fields: &EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
+/// The message headers. The object and workspace fields are moved into
+/// them (nothing reads them afterwards); id and type stay for the log.
+fn event_headers(fields: &mut EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
     match &fields.id {
         Some(id) => {
             insert(&mut h, names::MSG_ID, id);
             insert(&mut h, names::EVENT_ID, id);
         }
-        None => insert(&mut h, names::MSG_ID, &body_hash(body)),
+        None => insert_owned(&mut h, names::MSG_ID, body_hash(body)),
     }
     insert(&mut h, names::EVENT_TYPE, fields.event_type.as_str());
     for (name, value) in [
-        (names::OBJECT_TYPE, &fields.object_type),
-        (names::OBJECT_ID, &fields.object_id),
-        (names::WORKSPACE_ID, &fields.workspace_id),
+        (names::OBJECT_TYPE, fields.object_type.take()),
+        (names::OBJECT_ID, fields.object_id.take()),
+        (names::WORKSPACE_ID, fields.workspace_id.take()),
     ] {
         if let Some(v) = value {
-            insert(&mut h, name, v);
+            insert_owned(&mut h, name, v);
         }
     }
     insert(&mut h, names::CONTENT_TYPE, "application/json");
@@ -219,11 +221,15 @@ fn is_traceparent(s: &str) -> bool {
         && hex(flags, 2)
 }
 
-/// Values reaching here were checked for control characters, so parsing
-/// cannot fail; a value that somehow does is left out rather than panicking.
 fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(v) = value.parse::<async_nats::HeaderValue>() {
-        h.insert(name, v);
+    insert_owned(h, name, value.to_owned());
+}
+
+/// Values reaching here were checked for control characters; one that
+/// somehow has a line break is left out, since async-nats would panic on it.
+fn insert_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
+    if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        h.insert(name, async_nats::HeaderValue::from(value));
     }
 }
 
@@ -244,11 +250,11 @@ mod tests {
     #[test]
     fn headers_carry_the_event_fields() {
         let body = br#"{"type":"video.media.ready","id":"e1","object":{"type":"media","id":"m1"},"workspace":{"id":"w1"}}"#;
-        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
             panic!()
         };
         let h = event_headers(
-            &f,
+            &mut f,
             body,
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
@@ -266,10 +272,10 @@ mod tests {
         assert!(get("traceparent").is_some());
 
         let body = br#"{"type":"x"}"#;
-        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
             panic!()
         };
-        let h = event_headers(&f, body, Some("garbage"));
+        let h = event_headers(&mut f, body, Some("garbage"));
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
         assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
     }

@@ -30,7 +30,7 @@ pub struct Outgoing {
 /// in core mode, where nothing is stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stored {
-    pub subject: String,
+    pub subject: async_nats::Subject,
     pub stream: Option<String>,
     pub seq: Option<u64>,
     pub duplicate: bool,
@@ -242,7 +242,7 @@ impl Publisher {
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
-                        subject: subject.to_string(),
+                        subject,
                         stream: Some(ack.stream),
                         seq: Some(ack.sequence),
                         duplicate: ack.duplicate,
@@ -259,7 +259,7 @@ impl Publisher {
                         .await
                         .map_err(|e| PublishError::Refused(e.to_string()))?;
                     Ok(Stored {
-                        subject: subject.to_string(),
+                        subject,
                         stream: None,
                         seq: None,
                         duplicate: false,

@@ -38,6 +38,8 @@ pub struct AppState {
 
 /// The public router, the one FastPix reaches; tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    // One Arc, so each request clones one pointer rather than every field.
+    let state = Arc::new(state);
     Router::new()
         .route(&state.webhook.path.clone(), post(receive))
         .route("/healthz", get(healthz))
@@ -47,6 +49,7 @@ pub fn app(state: AppState) -> Router {
 
 /// The admin router: metrics and probes, on a port that need not be public.
 pub fn admin(state: AppState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -54,7 +57,7 @@ pub fn admin(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn receive(State(state): State<AppState>, request: Request) -> Response {
+async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
     // `debug`, so that at the default level a request costs no span.
     let span = tracing::debug_span!(
@@ -153,14 +156,14 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let p = &state.publisher;
     let text = state.metrics.render(p.is_connected(), p.is_ready());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let p = &state.publisher;
     let body = serde_json::json!({
         "status": if p.is_ready() { "ready" } else { "not ready" },
