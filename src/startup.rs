@@ -14,8 +14,10 @@ use crate::publisher::{ConnectError, Publisher};
 use crate::routes::{AppState, admin, app};
 use crate::settings::Settings;
 
-/// How often recorded durations are folded into the histograms.
-const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often recorded durations are folded into the histograms. They are
+/// kept raw until then (16 bytes each, two per request), so a short period
+/// keeps memory flat under load: at 25k requests/s, 1 s holds ~800 KB.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
