@@ -96,10 +96,6 @@ impl Application {
         &self.state.publisher
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.state.metrics
-    }
-
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (at most `http.shutdown_grace`) and drains
     /// the NATS connection. The admin listener answers until the end, so
