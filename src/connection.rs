@@ -9,6 +9,13 @@ use async_nats::ConnectOptions;
 use crate::publisher::ConnectError;
 use crate::settings::NatsSettings;
 
+/// Wait before connection attempt `attempts` (counted from 1): none before
+/// the first, so a client started next to a running server is ready at once,
+/// then 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
+pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis((attempts.saturating_sub(1) as u64 * 100).min(2000))
+}
+
 /// Options for a connection named `name` (shown by the server's monitoring),
 /// with the credentials and TLS material of `nats`.
 pub async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, ConnectError> {
@@ -16,10 +23,7 @@ pub async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, 
         .name(name)
         .max_reconnects(None)
         .connection_timeout(nats.connect_timeout)
-        .reconnect_delay_callback(|attempts| {
-            // 0, 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
-            Duration::from_millis((attempts as u64 * 100).min(2000))
-        });
+        .reconnect_delay_callback(reconnect_delay);
     if let Some(path) = &nats.creds_file {
         options =
             options
@@ -43,4 +47,17 @@ pub async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, 
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_connection_attempt_does_not_wait() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(1000), Duration::from_secs(2));
+    }
 }

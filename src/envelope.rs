@@ -95,7 +95,7 @@ impl Envelope {
         let Some(kind) = top.kind else {
             return Ok(Envelope::Probe);
         };
-        let raw_type: Cow<'_, str> = serde_json::from_str(kind.get()).map_err(|_| {
+        let raw_type = json_str(kind.get()).ok_or_else(|| {
             if kind.get().starts_with('"') {
                 InvalidBody::TypeNotUnicode
             } else {
@@ -138,16 +138,30 @@ fn parse_ref(raw: &RawValue) -> Option<Ref<'_>> {
     serde_json::from_str(raw.get()).ok()
 }
 
+/// A JSON string's value, borrowed from the body unless it has escapes
+/// (serde's `Cow` impl always copies, hence the two steps).
+fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
 /// A string (or number, as some ids are) that can travel in a NATS header.
 fn header_string(raw: &RawValue) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-    let s = match value {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => return None,
+    let text = raw.get();
+    // A string borrows from the body unless it has escapes: one copy, at the end.
+    let s: Cow<'_, str> = if text.starts_with('"') {
+        json_str(text)?
+    } else {
+        Cow::Owned(
+            serde_json::from_str::<serde_json::Number>(text)
+                .ok()?
+                .to_string(),
+        )
     };
     (!s.is_empty() && s.len() <= MAX_HEADER_VALUE_BYTES && !s.chars().any(char::is_control))
-        .then_some(s)
+        .then(|| s.into_owned())
 }
 
 /// A reference to another FastPix object (`object`, `workspace`, `environment`).

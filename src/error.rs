@@ -33,17 +33,69 @@ pub enum WebhookError {
     Unavailable(#[from] PublishError),
 }
 
-impl WebhookError {
-    /// Short, stable name used in logs and metrics.
-    pub fn outcome(&self) -> &'static str {
+/// What became of one delivery: a short, stable name used in the JSON
+/// answer, in logs and as the `outcome` label of the request counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Published,
+    Duplicate,
+    Probe,
+    Unsigned,
+    BadSignature,
+    TooLarge,
+    BadRequest,
+    Invalid,
+    Overloaded,
+    NatsUnavailable,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order (`Outcome as usize` indexes it).
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Published,
+        Outcome::Duplicate,
+        Outcome::Probe,
+        Outcome::Unsigned,
+        Outcome::BadSignature,
+        Outcome::TooLarge,
+        Outcome::BadRequest,
+        Outcome::Invalid,
+        Outcome::Overloaded,
+        Outcome::NatsUnavailable,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
-            WebhookError::Unsigned => "unsigned",
-            WebhookError::BadSignature => "bad_signature",
-            WebhookError::TooLarge { .. } => "too_large",
-            WebhookError::BodyTimeout | WebhookError::BodyRead => "bad_request",
-            WebhookError::Invalid { .. } => "invalid",
-            WebhookError::Overloaded => "overloaded",
-            WebhookError::Unavailable(_) => "nats_unavailable",
+            Outcome::Published => "published",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Probe => "probe",
+            Outcome::Unsigned => "unsigned",
+            Outcome::BadSignature => "bad_signature",
+            Outcome::TooLarge => "too_large",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Invalid => "invalid",
+            Outcome::Overloaded => "overloaded",
+            Outcome::NatsUnavailable => "nats_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl WebhookError {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            WebhookError::Unsigned => Outcome::Unsigned,
+            WebhookError::BadSignature => Outcome::BadSignature,
+            WebhookError::TooLarge { .. } => Outcome::TooLarge,
+            WebhookError::BodyTimeout | WebhookError::BodyRead => Outcome::BadRequest,
+            WebhookError::Invalid { .. } => Outcome::Invalid,
+            WebhookError::Overloaded => Outcome::Overloaded,
+            WebhookError::Unavailable(_) => Outcome::NatsUnavailable,
         }
     }
 
@@ -72,7 +124,7 @@ impl WebhookError {
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({ "error": self.public_message(), "outcome": self.outcome() });
+        let body = serde_json::json!({ "error": self.public_message(), "outcome": self.outcome().as_str() });
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -80,5 +132,17 @@ impl IntoResponse for WebhookError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_indexed_by_their_position() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o}");
+        }
     }
 }

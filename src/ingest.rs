@@ -2,12 +2,13 @@
 //! signature check, envelope reading, header building, publishing.
 //! The HTTP layer only reads the body and maps the result to a status.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::envelope::{Envelope, EventFields};
-use crate::error::WebhookError;
+use crate::error::{Outcome, WebhookError};
+use crate::metrics::Family;
 use crate::publisher::{Outgoing, Publisher, Stored};
 use crate::settings::WebhookConfig;
 
@@ -24,12 +25,29 @@ pub mod headers {
     pub const TRACEPARENT: &str = "traceparent";
 }
 
+/// The same names, built once: a name given as `&str` is copied into every message.
+mod names {
+    use super::{HeaderName, headers};
+    pub const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
+    pub const EVENT_TYPE: HeaderName = HeaderName::from_static(headers::EVENT_TYPE);
+    pub const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);
+    pub const OBJECT_TYPE: HeaderName = HeaderName::from_static(headers::OBJECT_TYPE);
+    pub const OBJECT_ID: HeaderName = HeaderName::from_static(headers::OBJECT_ID);
+    pub const WORKSPACE_ID: HeaderName = HeaderName::from_static(headers::WORKSPACE_ID);
+    pub const BRIDGE_ERROR: HeaderName = HeaderName::from_static(headers::BRIDGE_ERROR);
+    pub const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
+}
+
 /// A delivery the bridge answered 2xx for.
 #[derive(Debug)]
 pub enum Accepted {
     /// FastPix's validation probe: answered, not published.
     Probe,
-    Published(Stored),
+    Published {
+        stored: Stored,
+        family: Family,
+    },
 }
 
 /// One incoming delivery.
@@ -72,7 +90,7 @@ pub async fn ingest(
         _ => {}
     }
 
-    let fields = match Envelope::parse(&delivery.body) {
+    let mut fields = match Envelope::parse(&delivery.body) {
         Ok(Envelope::Probe) => return Ok(Accepted::Probe),
         Ok(Envelope::Event(fields)) => fields,
         Err(reason) => {
@@ -81,15 +99,41 @@ pub async fn ingest(
         }
     };
     let subject = webhook.prefix.subject_for(&fields.event_type);
-    let headers = event_headers(&fields, &delivery.body, delivery.traceparent);
-    let stored = publisher
+    // Filled in the request's span (a `debug` span: free at the default level).
+    let span = tracing::Span::current();
+    span.record("event_id", fields.id.as_deref());
+    span.record("event_type", fields.event_type.as_str());
+    span.record("subject", subject.as_str());
+    let traceparent = delivery.traceparent.filter(|tp| is_traceparent(tp));
+    span.record("traceparent", traceparent);
+    let headers = event_headers(&mut fields, &delivery.body, traceparent);
+    let published = publisher
         .publish(Outgoing {
             subject,
             headers,
             payload: delivery.body,
         })
-        .await?;
-    Ok(Accepted::Published(stored))
+        .await;
+    match published {
+        Ok(stored) => Ok(Accepted::Published {
+            stored,
+            family: Family::of(fields.event_type.as_str()),
+        }),
+        Err(e) => {
+            // Logged here, where the event is known, since the span carrying
+            // it is off at the default level.
+            tracing::warn!(
+                event_id = fields.id.as_deref(),
+                event_type = fields.event_type.as_str(),
+                subject = webhook.prefix.subject_for(&fields.event_type).as_str(),
+                traceparent,
+                outcome = %Outcome::NatsUnavailable,
+                error = %e,
+                "event not stored"
+            );
+            Err(WebhookError::Unavailable(e))
+        }
+    }
 }
 
 /// Stores a signed but unroutable body on `<prefix>.invalid`, so a bad
@@ -103,16 +147,20 @@ async fn keep_invalid(
     reason: &str,
 ) -> Result<Stored, WebhookError> {
     let mut headers = HeaderMap::new();
-    insert(&mut headers, headers::MSG_ID, &body_hash(body));
-    insert(&mut headers, headers::BRIDGE_ERROR, reason);
-    insert(&mut headers, headers::CONTENT_TYPE, "application/json");
+    insert_owned(&mut headers, names::MSG_ID, body_hash(body));
+    insert(&mut headers, names::BRIDGE_ERROR, reason);
+    insert(&mut headers, names::CONTENT_TYPE, "application/json");
     let stored = publisher
         .publish(Outgoing {
             subject: webhook.prefix.invalid_subject(),
             headers,
             payload: body.clone(),
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            tracing::warn!(reason, outcome = %Outcome::NatsUnavailable, error = %e, "signed body that is not a routable event could not be kept");
+            WebhookError::Unavailable(e)
+        })?;
     tracing::warn!(reason, seq = ?stored.seq, "signed body is not a routable event; kept on the invalid subject");
     Ok(stored)
 }
@@ -122,51 +170,66 @@ pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-fn event_headers(fields: &EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
+/// The message headers. The object and workspace fields are moved into
+/// them (nothing reads them afterwards); id and type stay for the log.
+fn event_headers(fields: &mut EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
     match &fields.id {
         Some(id) => {
-            insert(&mut h, headers::MSG_ID, id);
-            insert(&mut h, headers::EVENT_ID, id);
+            insert(&mut h, names::MSG_ID, id);
+            insert(&mut h, names::EVENT_ID, id);
         }
-        None => insert(&mut h, headers::MSG_ID, &body_hash(body)),
+        None => insert_owned(&mut h, names::MSG_ID, body_hash(body)),
     }
-    insert(&mut h, headers::EVENT_TYPE, fields.event_type.as_str());
+    insert(&mut h, names::EVENT_TYPE, fields.event_type.as_str());
     for (name, value) in [
-        (headers::OBJECT_TYPE, &fields.object_type),
-        (headers::OBJECT_ID, &fields.object_id),
-        (headers::WORKSPACE_ID, &fields.workspace_id),
+        (names::OBJECT_TYPE, fields.object_type.take()),
+        (names::OBJECT_ID, fields.object_id.take()),
+        (names::WORKSPACE_ID, fields.workspace_id.take()),
     ] {
         if let Some(v) = value {
-            insert(&mut h, name, v);
+            insert_owned(&mut h, name, v);
         }
     }
-    insert(&mut h, headers::CONTENT_TYPE, "application/json");
+    insert(&mut h, names::CONTENT_TYPE, "application/json");
     if let Some(tp) = traceparent.filter(|tp| is_traceparent(tp)) {
-        insert(&mut h, headers::TRACEPARENT, tp);
+        insert(&mut h, names::TRACEPARENT, tp);
     }
     h
 }
 
-/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context defines.
+/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context
+/// defines (all-zero ids are invalid; later versions may append fields).
 fn is_traceparent(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
+    let mut parts = s.split('-');
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
     let hex = |p: &str, n: usize| {
         p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
-    parts.len() >= 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace_id, 32)
+        && nonzero(trace_id)
+        && hex(parent_id, 16)
+        && nonzero(parent_id)
+        && hex(flags, 2)
 }
 
-/// Values reaching here were checked for control characters, so parsing
-/// cannot fail; a value that somehow does is left out rather than panicking.
-fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = value.parse::<async_nats::HeaderValue>() {
-        h.insert(name, v);
+fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    insert_owned(h, name, value.to_owned());
+}
+
+/// Values reaching here were checked for control characters; one that
+/// somehow has a line break is left out, since async-nats would panic on it.
+fn insert_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
+    if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        h.insert(name, async_nats::HeaderValue::from(value));
     }
 }
 
@@ -187,11 +250,11 @@ mod tests {
     #[test]
     fn headers_carry_the_event_fields() {
         let body = br#"{"type":"video.media.ready","id":"e1","object":{"type":"media","id":"m1"},"workspace":{"id":"w1"}}"#;
-        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
             panic!()
         };
         let h = event_headers(
-            &f,
+            &mut f,
             body,
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
@@ -209,11 +272,33 @@ mod tests {
         assert!(get("traceparent").is_some());
 
         let body = br#"{"type":"x"}"#;
-        let Envelope::Event(f) = Envelope::parse(body).unwrap() else {
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
             panic!()
         };
-        let h = event_headers(&f, body, Some("garbage"));
+        let h = event_headers(&mut f, body, Some("garbage"));
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
         assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn traceparents_follow_the_w3c_format() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_traceparent(good));
+        assert!(is_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
     }
 }

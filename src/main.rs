@@ -10,6 +10,10 @@ use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use fastpix_nats_bridge::startup::{Application, shutdown_signal};
 use fastpix_nats_bridge::telemetry;
 
+/// See Cargo.toml for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// FastPix webhooks in, NATS JetStream out.
 #[derive(Parser)]
 #[command(version, about)]

@@ -14,6 +14,7 @@ use async_nats::{Client, ConnectOptions, HeaderMap};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::settings::{HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage};
 use crate::subject::{Subject, SubjectPrefix};
 
@@ -29,7 +30,7 @@ pub struct Outgoing {
 /// in core mode, where nothing is stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stored {
-    pub subject: String,
+    pub subject: async_nats::Subject,
     pub stream: Option<String>,
     pub seq: Option<u64>,
     pub duplicate: bool,
@@ -74,6 +75,7 @@ struct Shared {
     body_limit: AtomicUsize,
     configured_limit: usize,
     timeout: Duration,
+    metrics: Metrics,
 }
 
 /// Handle to the NATS side of the bridge; cheap to clone.
@@ -92,6 +94,7 @@ impl Publisher {
         js: &JetStreamSettings,
         prefix: &SubjectPrefix,
         max_body_bytes: usize,
+        metrics: Metrics,
     ) -> Result<Self, ConnectError> {
         let notify = Arc::new(Notify::new());
         let options = connect_options(nats, notify.clone()).await?;
@@ -112,6 +115,7 @@ impl Publisher {
             body_limit: AtomicUsize::new(max_body_bytes),
             configured_limit: max_body_bytes,
             timeout: nats.publish_timeout,
+            metrics,
         });
         let publisher = Publisher { shared };
 
@@ -222,8 +226,9 @@ impl Publisher {
         if !self.is_connected() {
             return Err(PublishError::Disconnected);
         }
-        let subject = msg.subject.as_str().to_owned();
+        let subject = async_nats::Subject::from(msg.subject.into_string());
         let timeout = self.shared.timeout;
+        let timer = self.shared.metrics.publish_started();
         let work = async {
             match &self.shared.jetstream {
                 Some((ctx, _)) => {
@@ -237,7 +242,7 @@ impl Publisher {
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
-                        subject: subject.clone(),
+                        subject,
                         stream: Some(ack.stream),
                         seq: Some(ack.sequence),
                         duplicate: ack.duplicate,
@@ -254,7 +259,7 @@ impl Publisher {
                         .await
                         .map_err(|e| PublishError::Refused(e.to_string()))?;
                     Ok(Stored {
-                        subject: subject.clone(),
+                        subject,
                         stream: None,
                         seq: None,
                         duplicate: false,
@@ -263,7 +268,11 @@ impl Publisher {
             }
         };
         match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
+            Ok(Ok(stored)) => {
+                timer.acknowledged();
+                Ok(stored)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(PublishError::Timeout(timeout)),
         }
     }

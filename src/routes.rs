@@ -1,7 +1,8 @@
-//! HTTP routes: the webhook endpoint, `/healthz` and `/readyz`.
+//! HTTP routes: the public router (the webhook endpoint, `/healthz`,
+//! `/readyz`) and the admin router (`/metrics`, `/healthz`, `/readyz`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -13,9 +14,12 @@ use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+use tracing::field::Empty;
 
-use crate::error::WebhookError;
+use crate::error::{Outcome, WebhookError};
 use crate::ingest::{self, Accepted, Delivery, headers};
+use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::settings::WebhookConfig;
 use crate::signature::SIGNATURE_HEADER;
@@ -29,12 +33,27 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// `http.body_timeout`.
     pub body_timeout: Duration,
+    pub metrics: Metrics,
 }
 
-/// The bridge's router; tests can drive it without a socket.
+/// The public router, the one FastPix reaches; tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    // One Arc, so each request clones one pointer rather than every field.
+    let state = Arc::new(state);
     Router::new()
         .route(&state.webhook.path.clone(), post(receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The admin router: metrics and probes, on a port that need not be public.
+pub fn admin(state: AppState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -54,34 +73,44 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn receive(State(state): State<AppState>, request: Request) -> Response {
-    let result = handle(&state, request).await;
-    match result {
-        Ok(Accepted::Published(stored)) => {
-            tracing::debug!(
-                outcome = if stored.duplicate { "duplicate" } else { "published" },
-                subject = %stored.subject,
-                seq = ?stored.seq,
-                "event stored"
-            );
-            (StatusCode::OK, Json(stored)).into_response()
+async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    // `debug`, so that at the default level a request costs no span.
+    let span = tracing::debug_span!(
+        "webhook",
+        event_id = Empty,
+        event_type = Empty,
+        subject = Empty,
+        traceparent = Empty
+    );
+    let result = handle(&state, request).instrument(span.clone()).await;
+    let (outcome, response) = span.in_scope(|| match result {
+        Ok(Accepted::Published { stored, family }) => {
+            let outcome = if stored.duplicate {
+                Outcome::Duplicate
+            } else {
+                state.metrics.event_published(family);
+                Outcome::Published
+            };
+            tracing::debug!(%outcome, seq = stored.seq, "event stored");
+            (outcome, (StatusCode::OK, Json(stored)).into_response())
         }
         Ok(Accepted::Probe) => {
-            tracing::info!(outcome = "probe", "validation probe answered");
-            (StatusCode::OK, Json(serde_json::json!({ "probe": true }))).into_response()
+            tracing::info!(outcome = %Outcome::Probe, "validation probe answered");
+            let body = Json(serde_json::json!({ "probe": true }));
+            (Outcome::Probe, (StatusCode::OK, body).into_response())
         }
         Err(e) => {
-            match &e {
-                WebhookError::Unavailable(cause) => {
-                    tracing::warn!(outcome = e.outcome(), error = %cause, "event not stored; answered 503")
-                }
-                other => {
-                    tracing::info!(outcome = other.outcome(), error = %other, "delivery refused")
-                }
+            let outcome = e.outcome();
+            // A failed publish was logged by `ingest`, with the event it concerned.
+            if !matches!(e, WebhookError::Unavailable(_)) {
+                tracing::info!(%outcome, error = %e, "delivery refused");
             }
-            e.into_response()
+            (outcome, e.into_response())
         }
-    }
+    });
+    state.metrics.request(outcome, started.elapsed());
+    response
 }
 
 async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
@@ -158,7 +187,14 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let p = &state.publisher;
+    let text = state.metrics.render(p.is_connected(), p.is_ready());
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let p = &state.publisher;
     let body = serde_json::json!({
         "status": if p.is_ready() { "ready" } else { "not ready" },

@@ -76,6 +76,9 @@ pub struct WebhookConfig {
 pub struct HttpSettings {
     /// Address of the public webhook listener (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`.
+    /// Separate so the port exposed to FastPix need not expose metrics.
+    pub admin_listen: SocketAddr,
     /// Largest body accepted; also kept under the NATS server's `max_payload`.
     pub max_body_bytes: usize,
     /// Requests handled at once; beyond it the bridge answers 503 at once
@@ -99,6 +102,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             max_body_bytes: 1024 * 1024,
             max_in_flight: 256,
             body_timeout: Duration::from_secs(10),
@@ -394,6 +398,18 @@ impl Raw {
                 "must be at most 67108864 (the largest max_payload a NATS server allows)",
             ));
         }
+        let (public, admin) = (self.http.listen, self.http.admin_listen);
+        let overlapping_ips = public.ip() == admin.ip()
+            || public.ip().is_unspecified()
+            || admin.ip().is_unspecified();
+        if admin.port() != 0 && admin.port() == public.port() && overlapping_ips {
+            return Err(invalid(
+                "http.admin_listen",
+                format!(
+                    "{admin} clashes with http.listen ({public}); give the admin listener its own port"
+                ),
+            ));
+        }
         if self.http.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
@@ -512,6 +528,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
         assert_eq!(s.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.http.admin_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(s.http.max_body_bytes, 1_048_576);
         assert_eq!(s.http.max_in_flight, 256);
         assert_eq!(s.http.body_timeout, Duration::from_secs(10));
@@ -701,6 +718,14 @@ mod tests {
                 "webhook.path",
             ),
             (&[("FASTPIX_BRIDGE__NATS__PASSWORD", "pw")], "nats.user"),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:8080")],
+                "http.admin_listen",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "9090")],
+                "http.admin_listen",
+            ),
         ];
         for (pairs, key) in cases {
             let mut pairs = pairs.to_vec();

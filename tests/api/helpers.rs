@@ -280,6 +280,7 @@ pub fn wait_for_port(port: u16, limit: Duration) {
 pub fn test_settings(nats_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut env: config::Map<String, String> = [
         ("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.1:0"),
+        ("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0"),
         ("FASTPIX_BRIDGE__NATS__URL", nats_url),
         ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
         ("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s"),
@@ -297,6 +298,7 @@ pub fn test_settings(nats_url: &str, overrides: &[(&str, &str)]) -> Settings {
 /// A bridge running inside the test process.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub http: reqwest::Client,
     pub settings: Settings,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -315,12 +317,14 @@ impl TestApp {
             .await
             .expect("bridge starts");
         let addr = app.local_addr();
+        let admin_addr = app.admin_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async {
             let _ = rx.await;
         }));
         TestApp {
             addr,
+            admin_addr,
             http: reqwest::Client::new(),
             settings,
             shutdown: Some(tx),
@@ -330,6 +334,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// The admin listener's `/metrics`, parsed.
+    pub async fn scrape(&self) -> Scrape {
+        let resp = self
+            .http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("request reaches the admin listener");
+        assert_eq!(resp.status(), 200);
+        Scrape(resp.text().await.expect("metrics text"))
     }
 
     pub fn webhook_url(&self) -> String {
@@ -471,6 +491,8 @@ impl BridgeProcess {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            // Many bridges run at once: no fixed admin port unless a test sets one.
+            .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FASTPIX_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -640,4 +662,139 @@ fn parse_answer(buf: &[u8]) -> Option<RawAnswer> {
         headers,
         body: body.to_owned(),
     })
+}
+
+/// A Prometheus text exposition.
+#[derive(Debug, Clone)]
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// The value of the series written exactly as `series`
+    /// (`name` or `name{label="value"}`), if present.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    /// As [`Scrape::value`], failing the test when the series is missing.
+    pub fn get(&self, series: &str) -> f64 {
+        self.value(series)
+            .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.0))
+    }
+}
+
+/// The real `fastpix-nats-bridge` binary on loopback port 0 (both listeners),
+/// its JSON logs on stderr collected line by line; killed when dropped.
+pub struct LoggedBridge {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl LoggedBridge {
+    /// Starts the binary on loopback port 0 (both listeners) with the test
+    /// secret, JSON logs, `RUST_LOG` as given (unset when `None`) and the
+    /// extra `FASTPIX_BRIDGE__…` variables; returns once both listeners are up.
+    pub fn start(nats_url: &str, rust_log: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"));
+        cmd.env_remove("RUST_LOG")
+            .env("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.1:0")
+            .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("FASTPIX_BRIDGE__NATS__URL", nats_url)
+            .env("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)
+            .env("FASTPIX_BRIDGE__LOG__FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let mut child = cmd.spawn().expect("start the bridge binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut process = LoggedBridge {
+            child,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let addr_of = |process: &LoggedBridge, message: &str| -> SocketAddr {
+            let line = process.wait_for_line(Duration::from_secs(20), |l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            });
+            line["addr"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no addr in {line}"))
+        };
+        process.addr = addr_of(&process, "listening for FastPix webhooks");
+        process.admin_addr = addr_of(&process, "admin listening");
+        process
+    }
+
+    /// Every stderr line so far that parsed as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Every stderr line so far, as written.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a JSON log line matching `pred`, failing the test with the
+    /// log so far when none comes within `limit`.
+    pub fn wait_for_line(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.json_lines().into_iter().find(|l| pred(l)) {
+                return found;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "no matching log line within {limit:?}; log so far:\n{}",
+                    self.raw_lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+}
+
+impl Drop for LoggedBridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,6 +1,7 @@
-//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP;
-//! and `fuzz`, the fuzz target's checks on a fixed corpus. All modules build
-//! into one test binary.
+//! Black-box tests: a real nats-server per test, the bridge over loopback HTTP
+//! (in-process, or the real binary where its output is under test); and
+//! `fuzz`, the fuzz target's checks on a fixed corpus. All modules build into
+//! one test binary.
 
 mod cluster;
 mod compose_stack;
@@ -11,6 +12,8 @@ mod edge;
 mod faults;
 mod fuzz;
 mod helpers;
+mod logs;
+mod metrics;
 mod process;
 mod security;
 mod sender;
