@@ -269,6 +269,26 @@ async fn get_stream(
     })
 }
 
+/// The durable consumer `name` on `stream`, if it exists: looks, never
+/// creates (what a consumer's container healthcheck asks).
+pub async fn durable_info(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> Result<Option<consumer::Info>, BindError> {
+    if !is_valid_consumer_name(name) {
+        return Err(BindError::InvalidName(name.to_owned()));
+    }
+    let stream_handle = get_stream(js, stream).await?;
+    match stream_handle.consumer_info(name).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BindError::Nats(format!(
+            "cannot look up consumer `{name}`: {e}"
+        ))),
+    }
+}
+
 /// Puts a filter list where JetStream wants it: one filter in
 /// `filter_subject` (any server), several in `filter_subjects`.
 fn split_filters(filters: &[SubjectFilter]) -> (String, Vec<String>) {

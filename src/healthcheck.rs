@@ -1,12 +1,17 @@
-//! `fastpix-nats-bridge healthcheck`: one plain HTTP GET whose exit code
-//! says whether the bridge is ready, so a container healthcheck needs no
-//! shell, curl or wget in the image.
+//! `fastpix-nats-bridge healthcheck`: an exit code that says whether a
+//! container is healthy, so its healthcheck needs no shell, curl or wget in
+//! the image. For a bridge, one plain HTTP GET of its readiness; for a
+//! consumer, whether its durable consumer exists on the bridge's stream.
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use axum::http::Uri;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use crate::consumer::{self, BindError, ConnectError, Patience};
+use crate::settings::Settings;
 
 /// What the container healthcheck asks when given no `--url`.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/readyz";
@@ -26,6 +31,16 @@ pub enum HealthcheckError {
     NotHttp { url: String },
     #[error("{url} answered {status}")]
     Unhealthy { url: String, status: u16 },
+    #[error("{0}")]
+    Nats(#[from] ConnectError),
+    #[error("cannot reach NATS at {servers}: {reason}")]
+    NatsUnreachable { servers: String, reason: String },
+    #[error("{0}")]
+    Stream(#[from] BindError),
+    #[error("no answer from NATS within {0:?}")]
+    NatsTimeout(Duration),
+    #[error("durable consumer `{name}` does not exist on stream `{stream}`")]
+    NoConsumer { name: String, stream: String },
 }
 
 /// Where to connect and what to ask for.
@@ -85,6 +100,44 @@ pub async fn check(url: &str, timeout: Duration) -> Result<u16, HealthcheckError
             url: url.to_owned(),
             status,
         })
+    }
+}
+
+/// Succeeds when the durable consumer `name` exists on the stream of
+/// `settings` (`jetstream.stream`), reached with its NATS settings, all
+/// within `timeout`. It only looks: a missing consumer stays missing.
+pub async fn check_durable(
+    settings: &Settings,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), HealthcheckError> {
+    let stream = settings.jetstream.stream.as_str();
+    let look = async {
+        let client = consumer::connect(
+            &settings.nats,
+            "fastpix-nats-bridge-healthcheck",
+            Patience::FailFast,
+        )
+        .await
+        .map_err(|e| match e {
+            ConnectError::Connect(reason) => HealthcheckError::NatsUnreachable {
+                servers: settings.nats.url.join(", "),
+                reason,
+            },
+            other => HealthcheckError::Nats(other),
+        })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(timeout);
+        Ok::<_, HealthcheckError>(consumer::durable_info(&js, stream, name).await?)
+    };
+    match tokio::time::timeout(timeout, look).await {
+        Err(_) => Err(HealthcheckError::NatsTimeout(timeout)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(None)) => Err(HealthcheckError::NoConsumer {
+            name: name.to_owned(),
+            stream: stream.to_owned(),
+        }),
+        Ok(Ok(Some(_))) => Ok(()),
     }
 }
 

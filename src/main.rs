@@ -33,11 +33,16 @@ enum Command {
     Subscribe(SubscribeArgs),
     /// Post signed test events to a bridge, as FastPix would, and print its answers.
     Send(SendArgs),
-    /// Exit 0 when a running bridge answers 2xx at URL, 1 otherwise (for
-    /// container healthchecks; needs no settings).
+    /// Exit 0 when healthy, 1 with the reason otherwise (for container
+    /// healthchecks): a bridge answering 2xx at URL (needs no settings), or
+    /// with --durable, a consumer's durable consumer on the bridge's stream.
     Healthcheck {
         #[arg(long, default_value = healthcheck::DEFAULT_URL)]
         url: String,
+        /// Check instead that this durable consumer exists, with the NATS and
+        /// stream settings the consumer itself uses.
+        #[arg(long, value_name = "NAME", conflicts_with = "url")]
+        durable: Option<String>,
         /// Longest wait for the answer.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -51,7 +56,11 @@ async fn main() -> ExitCode {
     let purpose = match command {
         Command::Serve => Purpose::Bridge,
         Command::Subscribe(_) | Command::Send(_) => Purpose::Client,
-        Command::Healthcheck { url, timeout } => return check_health(&url, timeout).await,
+        Command::Healthcheck {
+            url,
+            durable,
+            timeout,
+        } => return check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
     };
     let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
         Ok(s) => s,
@@ -67,13 +76,34 @@ async fn main() -> ExitCode {
             subscribe::run(args, &settings).await
         }
         Command::Send(args) => send::run(args, &settings).await,
-        Command::Healthcheck { url, timeout } => check_health(&url, timeout).await,
+        Command::Healthcheck {
+            url,
+            durable,
+            timeout,
+        } => check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
     }
 }
 
-async fn check_health(url: &str, timeout: Duration) -> ExitCode {
-    match healthcheck::check(url, timeout).await {
-        Ok(_) => ExitCode::SUCCESS,
+/// Any failure, bad settings included, exits 1: container engines reserve
+/// other codes.
+async fn check_health(
+    url: &str,
+    durable: Option<&str>,
+    config: Option<&std::path::Path>,
+    timeout: Duration,
+) -> ExitCode {
+    let checked = match durable {
+        None => healthcheck::check(url, timeout).await.map(drop),
+        Some(name) => match Settings::load_client(config) {
+            Ok(settings) => healthcheck::check_durable(&settings, name, timeout).await,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
