@@ -11,7 +11,8 @@
 //! (the public and admin listeners) and handles shutdown. On the other side,
 //! [`consumer`] is what Rust services consuming the events depend on, and
 //! [`cli`] holds the `subscribe` and `send` commands. [`healthcheck`] is the
-//! probe a container runs to ask a bridge whether it is ready.
+//! probe a container runs to ask a bridge whether it is ready, or whether a
+//! consumer's durable consumer is in place.
 
 pub mod cli;
 pub mod connection;

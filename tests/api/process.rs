@@ -174,3 +174,94 @@ async fn the_healthcheck_command_follows_readiness() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not an http:// URL"), "{stderr}");
 }
+
+/// `fastpix-nats-bridge healthcheck --durable NAME`, as a consumer's
+/// container healthcheck runs it: the consumer's environment, nothing else.
+fn durable_healthcheck(name: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(["healthcheck", "--durable", name, "--timeout", "5s"])
+        .output()
+        .expect("run healthcheck");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_durable_healthcheck_passes_only_while_the_consumer_exists() {
+    use async_nats::jetstream;
+    use fastpix_nats_bridge::consumer::{self, Family, Start, SubjectPrefix};
+
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let env = [("FASTPIX_BRIDGE__NATS__URL", url.as_str())];
+
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("unhealthy: stream `FASTPIX` does not exist"),
+        "{stderr}"
+    );
+
+    // The stream as the bridge creates it, then the consumer as a worker binds it.
+    let bridge = TestApp::spawn(&nats).await;
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "unhealthy: durable consumer `worker` does not exist on stream `FASTPIX`"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+
+    let js = jetstream::new(nats.client().await);
+    let filters = Family::Media.filters(&SubjectPrefix::default());
+    consumer::durable(&js, "FASTPIX", "worker", &filters, Start::New)
+        .await
+        .expect("bind the durable consumer");
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+
+    // The consumer's own stream setting is the one looked in.
+    let (code, stderr) = durable_healthcheck(
+        "worker",
+        &[env[0], ("FASTPIX_BRIDGE__JETSTREAM__STREAM", "OTHER")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("stream `OTHER` does not exist"), "{stderr}");
+
+    js.get_stream("FASTPIX")
+        .await
+        .expect("stream")
+        .delete_consumer("worker")
+        .await
+        .expect("delete the consumer");
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(1), "a deleted consumer: {stderr}");
+
+    // Bad settings are unhealthy too, never another exit code.
+    let (code, stderr) = durable_healthcheck(
+        "worker",
+        &[env[0], ("FASTPIX_BRIDGE__NATS__CONNECT_TIMEOUT", "soon")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("nats.connect_timeout"), "{stderr}");
+
+    // A server that accepts the connection but answers nothing, then none at all.
+    nats.freeze();
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(1), "frozen NATS: {stderr}");
+    assert!(stderr.starts_with("unhealthy: "), "{stderr}");
+    nats.thaw();
+    drop(bridge);
+    nats.stop();
+    let (code, stderr) = durable_healthcheck("worker", &env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("unhealthy: cannot reach NATS at {url}")),
+        "{stderr}"
+    );
+}
