@@ -3,7 +3,8 @@
 //! environment, every consumer service with its command and environment,
 //! each gated on the healthchecks compose would wait for. One event of every
 //! seed type sent with `send` (as `docker compose exec bridge … send` runs it)
-//! must reach every consumer that asks for its type, at least two each.
+//! must reach every consumer that asks for its type, at least two each; then
+//! every consumer's own healthcheck must pass.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,25 +45,33 @@ fn families_read_by(argv: &[String]) -> Option<Family> {
 }
 
 /// Runs the compose healthcheck of `service` here (its program, with the
-/// container's port 8080 replaced by `port`) until it passes.
-async fn wait_healthy(service: &Service<'_>, port: u16) {
+/// container's port 8080 replaced by `port`, and the container's
+/// environment `env`, which docker gives the healthcheck too) until it passes.
+async fn wait_healthy(service: &Service<'_>, port: u16, env: &BTreeMap<String, String>) {
     let mut test = service.healthcheck_test();
     for arg in &mut test {
         *arg = arg.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     }
     let program = native_program(&test[0]);
-    let healthy = eventually(Duration::from_secs(30), || async {
+    let run = || {
         std::process::Command::new(&program)
             .args(&test[1..])
             .env_clear()
+            .envs(env)
             .output()
-            .is_ok_and(|o| o.status.success())
+    };
+    let healthy = eventually(Duration::from_secs(30), || async {
+        run().is_ok_and(|o| o.status.success())
     })
     .await;
     assert!(
         healthy,
-        "`{}` never passed its healthcheck {test:?}",
-        service.name
+        "`{}` never passed its healthcheck {test:?}: {}",
+        service.name,
+        run().map_or_else(
+            |e| e.to_string(),
+            |o| String::from_utf8_lossy(&o.stderr).into_owned()
+        )
     );
 }
 
@@ -100,18 +109,23 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
     bridge_env.insert("FASTPIX_BRIDGE__NATS__URL".into(), nats_url.clone());
     let port = free_port();
     let bridge = BridgeProcess::start(port, &bridge_env.clone().into_iter().collect::<Vec<_>>());
-    wait_healthy(&bridge_service, port).await;
+    wait_healthy(&bridge_service, port, &BTreeMap::new()).await;
 
-    let mut consumers: Vec<(ServiceProcess, Option<Family>)> = consumer_services(&compose)
-        .iter()
+    let consumer_envs: BTreeMap<String, BTreeMap<String, String>> = consumer_services(&compose)
+        .into_iter()
         .map(|name| {
-            let service = compose.service(name);
-            let argv = container_argv(&service);
-            let mut env = service.environment();
+            let mut env = compose.service(&name).environment();
             let local = localize_urls(&env["FASTPIX_BRIDGE__NATS__URL"], &hosts);
             env.insert("FASTPIX_BRIDGE__NATS__URL".into(), local);
+            (name, env)
+        })
+        .collect();
+    let mut consumers: Vec<(ServiceProcess, Option<Family>)> = consumer_envs
+        .iter()
+        .map(|(name, env)| {
+            let argv = container_argv(&compose.service(name));
             (
-                ServiceProcess::start(name, &argv, &env),
+                ServiceProcess::start(name, &argv, env),
                 families_read_by(&argv),
             )
         })
@@ -219,5 +233,20 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
                 c.name
             );
         }
+    }
+    for (c, _) in &consumers {
+        // Logs into a pipe, as `docker compose logs` reads them: no colour codes.
+        assert!(
+            !c.stderr().contains('\u{1b}'),
+            "`{}` logs ANSI escape codes:\n{}",
+            c.name,
+            c.stderr()
+        );
+    }
+
+    // Each consumer's compose healthcheck, run as docker runs it: the
+    // container's environment, after the consumer has bound its durable.
+    for (name, env) in &consumer_envs {
+        wait_healthy(&compose.service(name), port, env).await;
     }
 }

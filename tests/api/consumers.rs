@@ -45,8 +45,7 @@ fn command(program: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("NO_COLOR", "1")
-        .env("FASTPIX_BRIDGE__NATS__CONNECT_TIMEOUT", "5s")
+    cmd.env("FASTPIX_BRIDGE__NATS__CONNECT_TIMEOUT", "5s")
         .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())

@@ -1,7 +1,8 @@
 //! Static checks of the stack's files, since no container engine runs here:
 //! compose files against the Compose Specification schema plus what the
-//! stack needs (healthchecks, dependencies, env-only settings that load),
-//! the Dockerfile's stages, and the Kubernetes manifests and Helm values.
+//! stack needs (a healthcheck on every service, dependencies, env-only
+//! settings that load), the Dockerfile's stages, and the Kubernetes
+//! manifests and Helm values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,7 +79,7 @@ fn compose_files_are_valid_compose_specification() {
 }
 
 #[test]
-fn every_compose_dependency_exists_waits_for_health_and_services_restart() {
+fn every_compose_service_has_a_healthcheck_restarts_and_waits_for_healthy_dependencies() {
     for path in COMPOSE_FILES {
         let compose = Compose::load(path);
         let names = compose.service_names();
@@ -88,6 +89,17 @@ fn every_compose_dependency_exists_waits_for_health_and_services_restart() {
                 service.value["restart"].is_string(),
                 "{path}: `{name}` has no restart policy"
             );
+            // `docker compose ps` and orchestration see a stuck service only through it.
+            let check = service.healthcheck_test();
+            assert!(
+                !check.is_empty() && check[0] != "NONE",
+                "{path}: `{name}` has no healthcheck"
+            );
+            assert_ne!(
+                service.value["healthcheck"]["disable"],
+                Value::Bool(true),
+                "{path}: `{name}` disables its healthcheck"
+            );
             for (dependency, condition) in service.depends_on() {
                 assert!(
                     names.contains(&dependency),
@@ -96,10 +108,6 @@ fn every_compose_dependency_exists_waits_for_health_and_services_restart() {
                 assert_eq!(
                     condition, "service_healthy",
                     "{path}: `{name}` starts before `{dependency}` is healthy"
-                );
-                assert!(
-                    !compose.service(&dependency).healthcheck_test().is_empty(),
-                    "{path}: `{name}` waits for `{dependency}`, which has no healthcheck"
                 );
             }
             for (source, _) in service.volumes() {
@@ -289,6 +297,17 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
             "`{name}` runs {}, which the image does not ship ({shipped:?})",
             argv[0]
         );
+        let check = service.healthcheck_test();
+        let checked = match check.as_slice() {
+            [bin, hc, flag, durable]
+                if bin == BRIDGE_BIN && hc == "healthcheck" && flag == "--durable" =>
+            {
+                durable.clone()
+            }
+            _ => panic!(
+                "`{name}`'s healthcheck must be `{BRIDGE_BIN} healthcheck --durable NAME`: {check:?}"
+            ),
+        };
         if argv[0] == BRIDGE_BIN {
             assert_eq!(
                 argv.get(1).map(String::as_str),
@@ -300,9 +319,21 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
                 .skip_while(|a| *a != "--durable")
                 .nth(1)
                 .unwrap_or_else(|| panic!("`{name}` should not lose events while down: --durable"));
+            assert_eq!(
+                &checked, durable,
+                "`{name}`'s healthcheck asks for another durable"
+            );
             assert!(
                 durables.insert(durable.clone()),
                 "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+        } else {
+            // The examples name their durable in a constant.
+            let program = argv[0].trim_start_matches("/usr/local/bin/");
+            let source = read_repo_file(&format!("examples/{program}.rs"));
+            assert!(
+                source.contains(&format!("&str = \"{checked}\";")),
+                "`{name}`'s healthcheck asks for `{checked}`, which examples/{program}.rs does not bind"
             );
         }
         let env: config::Map<String, String> = service.environment().into_iter().collect();
