@@ -16,32 +16,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Every event type the seed lists; the generator cycles through them.
-const TYPES: &[&str] = &[
-    "video.media.created",
-    "video.media.ready",
-    "video.media.failed",
-    "video.media.delete",
-    "video.media.updated",
-    "video.upload.media_created",
-    "video.upload.created",
-    "video.upload.ready",
-    "video.upload.failed",
-    "Video.media.live_stream.created",
-    "video.live_stream.created",
-    "video.live_stream.connected",
-    "video.live_stream.recording",
-    "video.live_stream.active",
-    "video.live_stream.disconnected",
-    "video.live_stream.idle",
-    "video.asset.created",
-    "video.live_stream.updated",
-    "video.live_stream.enabled",
-    "video.live_stream.disabled",
-    "video.live_stream.deleted",
-    "video.live_stream.simulcast.created",
-    "video.live_stream.simulcast.deleted",
-];
+/// Every event type the seed lists (the consumer families' list); the
+/// generator cycles through them.
+static TYPES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| fastpix_nats_bridge::consumer::seed_types().collect());
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
