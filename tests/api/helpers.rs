@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use fastpix_nats_bridge::bridge::startup::Application;
 use fastpix_nats_bridge::settings::Settings;
-use fastpix_nats_bridge::startup::Application;
 use hmac::{KeyInit, Mac};
 
 /// Development secret used by tests; base64 of "test-signing-secret-0123456789".
@@ -50,7 +50,7 @@ pub const SEED_TYPES: &[&str] = &[
 /// Logs are muted unless TEST_LOG is set.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        fastpix_nats_bridge::telemetry::init(Default::default());
+        fastpix_nats_bridge::ops::telemetry::init(Default::default());
     }
 }
 
