@@ -30,3 +30,49 @@ ensure_nats_server() {
   NATS_SERVER_BIN="$local_bin"
   export NATS_SERVER_BIN
 }
+
+# A check that needs a tool this machine lacks: skipped with a reason, except
+# under CI=true, where every check must run.
+skip_or_fail() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "error: $1 (every check must run under CI=true)" >&2
+    exit 1
+  fi
+  echo "==> skipping: $1" >&2
+}
+
+APT_UPDATED=""
+# ensure_apt BINARY PACKAGE...: installs the Debian packages when BINARY is not
+# on PATH and apt-get can run (as root). Returns 1 when it cannot.
+ensure_apt() {
+  local bin="$1"
+  shift
+  command -v "$bin" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    return 1
+  fi
+  echo "==> installing $* with apt-get" >&2
+  if [ -z "$APT_UPDATED" ]; then
+    apt-get update -qq >/dev/null 2>&1 || return 1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || return 1
+  command -v "$bin" >/dev/null 2>&1
+}
+
+# The Python packages the tests use (real clients and parsers), pinned in
+# tests/python/requirements.txt, in one git-ignored virtualenv. Exports
+# TEST_PYTHON for the tests; returns 1 when they cannot be installed.
+ensure_test_python() {
+  local venv="$TOOLS_DIR/venv" reqs="$REPO_ROOT/tests/python/requirements.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" >/dev/null 2>&1 || return 1
+  fi
+  if ! cmp -s "$reqs" "$venv/.requirements" 2>/dev/null; then
+    echo "==> installing the tests' Python packages into .tools/venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs" >&2 || return 1
+    cp "$reqs" "$venv/.requirements"
+  fi
+  TEST_PYTHON="$venv/bin/python"
+  export TEST_PYTHON
+}

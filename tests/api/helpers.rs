@@ -78,6 +78,25 @@ pub fn event_body(event_type: &str, id: &str) -> String {
     .to_string()
 }
 
+/// An external program a test drives (a Python client, a browser, Prometheus),
+/// named by the environment variable `var` that `scripts/test` sets once it
+/// has installed it. Without it the test is skipped with a printed reason,
+/// except under `CI=true`, where every test must run.
+pub fn external_tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{var} is not set: scripts/test installs the tool and sets it, and CI=true runs every test"
+            );
+            eprintln!("skipping: {var} is not set (run through scripts/test to install the tool)");
+            None
+        }
+    }
+}
+
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
