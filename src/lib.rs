@@ -7,14 +7,17 @@
 //! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
 //! (connection options, message headers, the JetStream publisher). Above
 //! them stand the two sides: [`bridge`] receives webhooks (routes, the
-//! delivery rules in `ingest`, errors, startup) and [`consumer`] is what
-//! services consuming the events build on. [`cli`] is the command line on
-//! top: `subscribe`, `send` and `healthcheck`.
+//! delivery rules in `ingest`, errors, records of refusals, startup),
+//! [`consumer`] is what services consuming the events build on, and
+//! [`inspect`] is the inspector (a page and an API reading NATS only). [`cli`]
+//! is the command line on top: `subscribe`, `send`, `inspect` and
+//! `healthcheck`.
 
 pub mod bridge;
 pub mod cli;
 pub mod consumer;
 pub mod fastpix;
+pub mod inspect;
 pub mod nats;
 pub mod ops;
 pub mod settings;

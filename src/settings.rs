@@ -55,6 +55,7 @@ pub struct Settings {
     pub webhook: WebhookConfig,
     pub jetstream: JetStreamSettings,
     pub log: LogSettings,
+    pub inspect: InspectSettings,
 }
 
 /// One FastPix webhook: where it is received, how it is verified, where its
@@ -219,6 +220,91 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// The inspector (`fastpix-nats-bridge inspect`): its page and API, and its
+/// admin port. Read only by that command.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectSettings {
+    /// Address of the page and the JSON API.
+    pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz`, `/readyz` (no token needed).
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the API and the page. Required when `listen` is not
+    /// loopback; on loopback without one, a random token is made at start
+    /// and logged, so no route is ever open.
+    pub token: Option<String>,
+    /// Webhook URL of the bridge the "send a test event" action posts to
+    /// [default: the local bridge, from `http.listen` and `webhook.path`].
+    pub bridge_url: Option<String>,
+}
+
+impl Default for InspectSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            token: None,
+            bridge_url: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for InspectSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InspectSettings")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("bridge_url", &self.bridge_url)
+            .finish()
+    }
+}
+
+/// Shortest `inspect.token` accepted: it guards replay and test sends.
+pub const INSPECT_TOKEN_MIN_LEN: usize = 16;
+
+impl InspectSettings {
+    /// The rules only the inspector needs: a token whenever the page can be
+    /// reached from another host, and a usable bridge URL.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        match &self.token {
+            None if !self.listen.ip().is_loopback() => {
+                return Err(invalid(
+                    "inspect.token",
+                    format!(
+                        "required because inspect.listen ({}) is not a loopback address: anyone who reaches it would read every event",
+                        self.listen
+                    ),
+                ));
+            }
+            Some(t) if t.trim().len() < INSPECT_TOKEN_MIN_LEN => {
+                return Err(invalid(
+                    "inspect.token",
+                    format!("must be at least {INSPECT_TOKEN_MIN_LEN} characters"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.bridge_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            return Err(invalid(
+                "inspect.bridge_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let (page, admin) = (self.listen, self.admin_listen);
+        if admin.port() != 0 && admin == page {
+            return Err(invalid(
+                "inspect.admin_listen",
+                format!("{admin} clashes with inspect.listen; give it its own port"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct WebhookRaw {
@@ -261,6 +347,7 @@ struct Raw {
     subject: SubjectRaw,
     jetstream: JetStreamSettings,
     log: LogSettings,
+    inspect: InspectSettings,
 }
 
 /// Accepts `"a, b"` or `["a", "b"]`; empty entries are dropped.
@@ -497,6 +584,7 @@ impl Raw {
             },
             jetstream: self.jetstream,
             log: self.log,
+            inspect: self.inspect,
         })
     }
 }
@@ -735,6 +823,39 @@ mod tests {
             let err = load_err(&pairs);
             assert!(err.contains(key), "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_inspector_needs_a_token_off_loopback() {
+        let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
+        assert_eq!(s.inspect.listen.to_string(), "127.0.0.1:8090");
+        assert_eq!(s.inspect.admin_listen.to_string(), "127.0.0.1:9091");
+        assert!(s.inspect.check().is_ok());
+        let s = load(&[
+            ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+            ("FASTPIX_BRIDGE__INSPECT__LISTEN", "0.0.0.0:8090"),
+        ])
+        .unwrap();
+        let err = s.inspect.check().unwrap_err().to_string();
+        assert!(
+            err.contains("inspect.token") && err.contains("FASTPIX_BRIDGE__INSPECT__TOKEN"),
+            "{err}"
+        );
+        let s = load(&[
+            ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+            ("FASTPIX_BRIDGE__INSPECT__LISTEN", "0.0.0.0:8090"),
+            ("FASTPIX_BRIDGE__INSPECT__TOKEN", "short"),
+        ])
+        .unwrap();
+        assert!(s.inspect.check().is_err());
+        let s = load(&[
+            ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+            ("FASTPIX_BRIDGE__INSPECT__LISTEN", "0.0.0.0:8090"),
+            ("FASTPIX_BRIDGE__INSPECT__TOKEN", "a-long-enough-token-0123"),
+        ])
+        .unwrap();
+        assert!(s.inspect.check().is_ok());
+        assert!(!format!("{s:?}").contains("a-long-enough-token"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tracing::field::Empty;
 
 use crate::bridge::error::WebhookError;
 use crate::bridge::ingest::{self, Accepted, Delivery};
+use crate::bridge::refused::{Refusals, Seen};
 use crate::fastpix::signature::SIGNATURE_HEADER;
 use crate::nats::headers;
 use crate::nats::publisher::Publisher;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// `http.body_timeout`.
     pub body_timeout: Duration,
     pub metrics: Metrics,
+    /// Records refused deliveries for the inspector.
+    pub refusals: Refusals,
 }
 
 /// The public router, the one FastPix reaches; tests can drive it without a socket.
@@ -85,7 +88,10 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
         subject = Empty,
         traceparent = Empty
     );
-    let result = handle(&state, request).instrument(span.clone()).await;
+    let mut seen = Seen::of(&request);
+    let result = handle(&state, request, &mut seen.body)
+        .instrument(span.clone())
+        .await;
     let (outcome, response) = span.in_scope(|| match result {
         Ok(Accepted::Published { stored, family }) => {
             let outcome = if stored.duplicate {
@@ -108,6 +114,7 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
             if !matches!(e, WebhookError::Unavailable(_)) {
                 tracing::info!(%outcome, error = %e, "delivery refused");
             }
+            state.refusals.refused(&state.webhook.path, &e, seen);
             (outcome, e.into_response())
         }
     });
@@ -115,7 +122,12 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
     response
 }
 
-async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
+/// `read` gets the body once read, for the refusal record.
+async fn handle(
+    state: &AppState,
+    request: Request,
+    read: &mut Option<Bytes>,
+) -> Result<Accepted, WebhookError> {
     // Refuse at once when full, before reading a byte of the body.
     let _permit = state
         .in_flight
@@ -133,6 +145,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookE
         return Err(WebhookError::TooLarge { limit });
     }
     let body = read_body(body, declared, limit, state.body_timeout).await?;
+    *read = Some(body.clone());
 
     let mut signatures = parts.headers.get_all(SIGNATURE_HEADER).iter();
     let signature = match (signatures.next(), signatures.next()) {

@@ -13,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::bridge::refused::Refusals;
 use crate::bridge::routes::{AppState, admin, app};
 use crate::nats::connection::ConnectError;
 use crate::nats::publisher::Publisher;
@@ -68,7 +69,9 @@ impl Application {
             metrics.clone(),
         )
         .await?;
+        let refusals = Refusals::start(publisher.client().clone(), &settings, metrics.clone());
         let state = AppState {
+            refusals,
             webhook: Arc::new(settings.webhook.clone()),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
@@ -145,9 +148,9 @@ impl Application {
         let listener = self.listener;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait rather than spin.
                         tracing::warn!(error = %e, "cannot accept a connection");
@@ -158,8 +161,15 @@ impl Application {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            // The peer address, for the records of refused deliveries.
+            let svc = service.clone();
+            let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                hyper::service::Service::call(&svc, req)
+            });
             let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), with_peer));
             while connections.try_join_next().is_some() {}
             connections.spawn(async move {
                 if let Err(e) = connection.await {

@@ -1,10 +1,12 @@
 //! The command line: [`Cli`] parses it and [`run`] dispatches to serving
 //! (the default), the client commands `subscribe` (reads events from NATS)
-//! and `send` (posts signed test events to a bridge), and `healthcheck`.
+//! and `send` (posts signed test events to a bridge), `inspect` (the
+//! inspector's page and API), and `healthcheck`.
 //! Client commands load the bridge's own settings (see
 //! [`crate::settings::Settings::load_client`]), so they need no setup of
 //! their own beside a running bridge and NATS.
 pub mod healthcheck;
+pub mod inspect;
 pub mod send;
 pub mod subscribe;
 pub mod templates;
@@ -40,6 +42,9 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Post signed test events to a bridge, as FastPix would, and print its answers.
     Send(SendArgs),
+    /// Serve the inspector: a web page and JSON API showing stored events,
+    /// refused deliveries and consumers, read from NATS (inspect.* settings).
+    Inspect,
     /// Exit 0 when healthy, 1 with the reason otherwise (for container
     /// healthchecks): a bridge answering 2xx at URL (needs no settings), or
     /// with --durable, a consumer's durable consumer on the bridge's stream.
@@ -61,7 +66,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let purpose = match command {
         Command::Serve => Purpose::Bridge,
-        Command::Subscribe(_) | Command::Send(_) => Purpose::Client,
+        Command::Subscribe(_) | Command::Send(_) | Command::Inspect => Purpose::Client,
         Command::Healthcheck {
             url,
             durable,
@@ -82,6 +87,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             subscribe::run(args, &settings).await
         }
         Command::Send(args) => send::run(args, &settings).await,
+        Command::Inspect => inspect::run(settings).await,
         Command::Healthcheck {
             url,
             durable,

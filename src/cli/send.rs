@@ -155,15 +155,16 @@ pub async fn run(args: SendArgs, settings: &Settings) -> ExitCode {
                 .id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let event = templates::event(event_type, &id, &objects, OffsetDateTime::now_utc());
-            let body = event.to_string().into_bytes();
-            let mut request = http
-                .post(&plan.url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json");
-            if let Some(secret) = &plan.secret {
-                request = request.header(SIGNATURE_HEADER, secret.sign(&body));
-            }
-            let response = match request.body(body).send().await {
+            let (status, answer) = match post_one(
+                &http,
+                &plan.url,
+                plan.secret.as_ref(),
+                event_type,
+                &id,
+                &objects,
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!(
@@ -174,11 +175,6 @@ pub async fn run(args: SendArgs, settings: &Settings) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let status = response.status();
-            let answer = response
-                .text()
-                .await
-                .unwrap_or_else(|e| format!("(answer unreadable: {e})"));
             println!(
                 "{status}  {event_type}  id={id}  {}",
                 answer.trim().replace(['\r', '\n'], " ")
@@ -199,6 +195,33 @@ pub async fn run(args: SendArgs, settings: &Settings) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Posts one event of `event_type` with `id`, signed with `secret` when
+/// given, and returns the bridge's status and answer.
+pub async fn post_one(
+    http: &reqwest::Client,
+    url: &str,
+    secret: Option<&SigningSecret>,
+    event_type: &str,
+    id: &str,
+    objects: &Objects,
+) -> Result<(reqwest::StatusCode, String), reqwest::Error> {
+    let event = templates::event(event_type, id, objects, OffsetDateTime::now_utc());
+    let body = event.to_string().into_bytes();
+    let mut request = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(secret) = secret {
+        request = request.header(SIGNATURE_HEADER, secret.sign(&body));
+    }
+    let response = request.body(body).send().await?;
+    let status = response.status();
+    let answer = response
+        .text()
+        .await
+        .unwrap_or_else(|e| format!("(answer unreadable: {e})"));
+    Ok((status, answer))
+}
+
 /// What a refusal most likely means, for the person at the terminal.
 fn explain(status: u16) -> String {
     match status {
@@ -215,7 +238,7 @@ fn explain(status: u16) -> String {
 }
 
 /// reqwest's error with its causes (the top one alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -1,8 +1,10 @@
 //! The NATS adapter: [`connection`] holds the options the bridge and its
 //! clients share, [`headers`] names the headers every stored message carries,
-//! and [`publisher`] publishes to JetStream (or core NATS) and answers only
-//! once the message is stored.
+//! [`publisher`] publishes to JetStream (or core NATS) and answers only
+//! once the message is stored, and [`refused`] says where records of refused
+//! deliveries go.
 
 pub mod connection;
 pub mod headers;
 pub mod publisher;
+pub mod refused;

@@ -23,6 +23,7 @@ pub const PUBLISHES_IN_FLIGHT: &str = "fastpix_bridge_publishes_in_flight";
 pub const NATS_CONNECTED: &str = "fastpix_bridge_nats_connected";
 pub const READY: &str = "fastpix_bridge_ready";
 pub const BUILD_INFO: &str = "fastpix_bridge_build_info";
+pub const REFUSAL_RECORDS_DROPPED_TOTAL: &str = "fastpix_bridge_refusal_records_dropped_total";
 
 /// Histogram buckets, in seconds: a JetStream ack on a LAN takes around a
 /// millisecond, and nothing may take longer than the publish timeout.
@@ -103,6 +104,7 @@ struct Inner {
     publishes_in_flight: Gauge,
     nats_connected: Gauge,
     ready: Gauge,
+    refusal_records_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -163,6 +165,11 @@ impl Metrics {
             "1 while events can be stored (connected, and the stream in place), as /readyz says.",
         );
         describe(
+            REFUSAL_RECORDS_DROPPED_TOTAL,
+            Some(Unit::Count),
+            "Refused deliveries not recorded for the inspector: over the record rate, or NATS busy.",
+        );
+        describe(
             BUILD_INFO,
             None,
             "Always 1; the labels say which build is running.",
@@ -209,6 +216,8 @@ impl Metrics {
             publishes_in_flight: recorder.register_gauge(&plain(PUBLISHES_IN_FLIGHT), &METADATA),
             nats_connected: recorder.register_gauge(&plain(NATS_CONNECTED), &METADATA),
             ready: recorder.register_gauge(&plain(READY), &METADATA),
+            refusal_records_dropped: recorder
+                .register_counter(&plain(REFUSAL_RECORDS_DROPPED_TOTAL), &METADATA),
         };
         Self {
             inner: Arc::new(inner),
@@ -224,6 +233,11 @@ impl Metrics {
     /// One event newly stored.
     pub fn event_published(&self, family: Family) {
         self.inner.events[family as usize].increment(1);
+    }
+
+    /// One refused delivery left unrecorded (rate bound or queue full).
+    pub fn refusal_record_dropped(&self) {
+        self.inner.refusal_records_dropped.increment(1);
     }
 
     /// Counts a publish as in flight until the returned guard is dropped.

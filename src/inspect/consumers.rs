@@ -1,0 +1,232 @@
+//! The durable consumers on the events stream: their state, a pending-count
+//! history of the last hour (sampled by each inspector), the dead letters
+//! counted per consumer, the Prometheus gauges, and replay.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::inspect::query::rfc3339;
+
+/// Stream the consumers' dead letters go to, one subject per consumer.
+pub const DEAD_LETTER_STREAM: &str = "FASTPIX_DEAD_LETTERS";
+pub const DEAD_LETTER_SUBJECT_PREFIX: &str = "fastpix_dead_letters";
+/// How often pending counts are sampled, and how long they are kept.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+const KEEP_SAMPLES: usize = 120;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerState {
+    pub name: String,
+    pub durable: bool,
+    pub filter_subjects: Vec<String>,
+    pub num_pending: u64,
+    pub num_ack_pending: usize,
+    pub num_redelivered: usize,
+    pub num_waiting: usize,
+    pub delivered_stream_seq: u64,
+    pub ack_floor_stream_seq: u64,
+    pub last_active: Option<String>,
+    /// `[unix seconds, pending]`, oldest first, the last hour.
+    pub pending_history: Vec<(i64, u64)>,
+}
+
+/// `(unix seconds, pending)`, oldest first.
+type Samples = VecDeque<(i64, u64)>;
+
+/// One gauge: name, help, and how to read it.
+type GaugeOf = (&'static str, &'static str, fn(&ConsumerState) -> u64);
+
+/// Pending counts sampled over the last hour, per consumer.
+#[derive(Clone, Default)]
+pub struct History {
+    samples: Arc<Mutex<HashMap<String, Samples>>>,
+}
+
+impl History {
+    fn record(&self, name: &str, t: i64, pending: u64) {
+        if let Ok(mut m) = self.samples.lock() {
+            let q = m.entry(name.to_owned()).or_default();
+            q.push_back((t, pending));
+            while q.len() > KEEP_SAMPLES {
+                q.pop_front();
+            }
+        }
+    }
+
+    fn of(&self, name: &str) -> Vec<(i64, u64)> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).map(|q| q.iter().copied().collect()))
+            .unwrap_or_default()
+    }
+
+    fn keep_only(&self, names: &[String]) {
+        if let Ok(mut m) = self.samples.lock() {
+            m.retain(|k, _| names.contains(k));
+        }
+    }
+}
+
+/// Every consumer of `stream` with its state.
+pub async fn list(
+    js: &jetstream::Context,
+    stream: &str,
+    history: &History,
+) -> Result<Vec<ConsumerState>, String> {
+    let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let mut infos = s.consumers();
+    let mut out = Vec::new();
+    while let Some(info) = infos.next().await {
+        let info = info.map_err(|e| e.to_string())?;
+        let mut filters = info.config.filter_subjects.clone();
+        if !info.config.filter_subject.is_empty() {
+            filters.insert(0, info.config.filter_subject.clone());
+        }
+        out.push(ConsumerState {
+            durable: info.config.durable_name.is_some(),
+            filter_subjects: filters,
+            num_pending: info.num_pending,
+            num_ack_pending: info.num_ack_pending,
+            num_redelivered: info.num_redelivered,
+            num_waiting: info.num_waiting,
+            delivered_stream_seq: info.delivered.stream_sequence,
+            ack_floor_stream_seq: info.ack_floor.stream_sequence,
+            last_active: info.delivered.last_active.map(rfc3339),
+            pending_history: history.of(&info.name),
+            name: info.name,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Dead letters kept per consumer (empty when the stream does not exist).
+pub async fn dead_letter_counts(js: &jetstream::Context) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(s) = js.get_stream(DEAD_LETTER_STREAM).await else {
+        return out;
+    };
+    let filter = format!("{DEAD_LETTER_SUBJECT_PREFIX}.>");
+    let Ok(mut info) = s.info_with_subjects(filter).await else {
+        return out;
+    };
+    while let Some(Ok((subject, count))) = info.next().await {
+        if let Some(name) = subject.strip_prefix(&format!("{DEAD_LETTER_SUBJECT_PREFIX}.")) {
+            *out.entry(name.to_owned()).or_default() += count as u64;
+        }
+    }
+    out
+}
+
+/// Samples the durable consumers' pending counts until the task is dropped.
+pub async fn sample(js: jetstream::Context, stream: String, history: History) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        every.tick().await;
+        let Ok(list) = list(&js, &stream, &history).await else {
+            continue;
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for c in list.iter().filter(|c| c.durable) {
+            history.record(&c.name, now, c.num_pending);
+        }
+        let names: Vec<String> = list.into_iter().map(|c| c.name).collect();
+        history.keep_only(&names);
+    }
+}
+
+/// Prometheus text of the consumer gauges.
+pub fn render_metrics(
+    stream: &str,
+    consumers: &[ConsumerState],
+    dead: &BTreeMap<String, u64>,
+) -> String {
+    let esc = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    let gauges: [GaugeOf; 3] = [
+        (
+            "fastpix_consumer_pending",
+            "Messages of the stream not yet delivered to the consumer.",
+            |c| c.num_pending,
+        ),
+        (
+            "fastpix_consumer_ack_pending",
+            "Messages delivered to the consumer and not yet acknowledged.",
+            |c| c.num_ack_pending as u64,
+        ),
+        (
+            "fastpix_consumer_redelivered",
+            "Messages delivered to the consumer more than once.",
+            |c| c.num_redelivered as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for c in consumers.iter().filter(|c| c.durable) {
+            out.push_str(&format!(
+                "{name}{{stream=\"{}\",consumer=\"{}\"}} {}\n",
+                esc(stream),
+                esc(&c.name),
+                value(c)
+            ));
+        }
+    }
+    out.push_str("# HELP fastpix_dead_letters Messages kept in FASTPIX_DEAD_LETTERS, per consumer.\n# TYPE fastpix_dead_letters gauge\n");
+    for (consumer, n) in dead {
+        out.push_str(&format!(
+            "fastpix_dead_letters{{consumer=\"{}\"}} {n}\n",
+            esc(consumer)
+        ));
+    }
+    out
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayFrom {
+    Sequence(u64),
+    Time(OffsetDateTime),
+}
+
+/// Moves a durable consumer back: JetStream cannot change where an existing
+/// consumer starts, so it is deleted and created again with the same
+/// configuration and the new start. Messages it had not acknowledged are
+/// delivered again, as are all after the start.
+pub async fn replay(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    from: ReplayFrom,
+) -> Result<consumer::Config, String> {
+    let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let mut c: consumer::Consumer<consumer::Config> = s
+        .get_consumer(name)
+        .await
+        .map_err(|_| format!("no consumer named {name:?} on stream {stream}"))?;
+    let mut config = c.info().await.map_err(|e| e.to_string())?.config.clone();
+    if config.durable_name.is_none() {
+        return Err(format!("{name:?} is not a durable consumer"));
+    }
+    config.deliver_policy = match from {
+        ReplayFrom::Sequence(seq) => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq,
+        },
+        ReplayFrom::Time(t) => consumer::DeliverPolicy::ByStartTime { start_time: t },
+    };
+    s.delete_consumer(name).await.map_err(|e| e.to_string())?;
+    s.create_consumer(config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(config)
+}

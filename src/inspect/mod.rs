@@ -1,0 +1,231 @@
+//! The inspector (`fastpix-nats-bridge inspect`): a web page and a JSON API
+//! showing what is stored, what the bridge refused, and how the consumers
+//! keep up. It reads from NATS only, so any number can run and the bridge's
+//! path does not change. [`index`] keeps the lookup index in a KV bucket,
+//! [`query`] reads pages of the streams, [`live`] follows new events,
+//! [`consumers`] reports and replays durable consumers, [`auth`] guards it
+//! all with a token, [`api`] is the HTTP side and [`assets`] the page.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod consumers;
+pub mod index;
+pub mod live;
+pub mod query;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::fastpix::subject::SubjectPrefix;
+use crate::nats::connection::ConnectError;
+use crate::settings::Settings;
+
+/// What a test send got back from the bridge.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SendAnswer {
+    pub url: String,
+    pub event_type: String,
+    pub id: String,
+    pub status: u16,
+    pub answer: String,
+}
+
+/// Posts one signed test event of the given type to the bridge (supplied by
+/// the command line, which owns `send`).
+pub type TestSender =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<SendAnswer, String>> + Send + Sync>;
+
+/// What every handler shares.
+pub struct Shared {
+    pub js: jetstream::Context,
+    client: async_nats::Client,
+    pub prefix: SubjectPrefix,
+    pub events: query::Reader,
+    pub refused: query::Reader,
+    pub dead: query::Reader,
+    index: RwLock<Option<index::Index>>,
+    index_open: AtomicBool,
+    pub live: broadcast::Sender<Arc<str>>,
+    pub history: consumers::History,
+    pub auth: auth::Auth,
+    pub sender: Option<TestSender>,
+    pub bridge_url: Option<String>,
+}
+
+impl Shared {
+    pub fn index(&self) -> Option<index::Index> {
+        self.index.read().ok().and_then(|i| i.clone())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+            && self.index_open.load(Ordering::SeqCst)
+    }
+
+    /// Events not yet indexed.
+    pub async fn index_pending(&self) -> Option<u64> {
+        let stream = self.js.get_stream_no_info(&self.events.name).await.ok()?;
+        let mut c: jetstream::consumer::PullConsumer =
+            stream.get_consumer(index::INDEX_CONSUMER).await.ok()?;
+        c.info().await.ok().map(|i| i.num_pending)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("cannot listen on {addr} (setting `{key}`): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+}
+
+/// An inspector bound to its ports and connected (or connecting) to NATS.
+pub struct Inspector {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shared: Arc<Shared>,
+    max_age: Duration,
+    replicas: usize,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, InspectError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| InspectError::Bind { key, addr, source })
+}
+
+impl Inspector {
+    /// `token` is `inspect.token`, or the one made for this run.
+    pub async fn build(
+        settings: &Settings,
+        token: String,
+        sender: Option<TestSender>,
+    ) -> Result<Self, InspectError> {
+        let listener = bind("inspect.listen", settings.inspect.listen).await?;
+        let admin_listener = bind("inspect.admin_listen", settings.inspect.admin_listen).await?;
+        let client = crate::nats::connection::options(&settings.nats, "fastpix-inspector")
+            .await?
+            .retry_on_initial_connect()
+            .connect(settings.nats.url.clone())
+            .await
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let stream = settings.jetstream.stream.clone();
+        let shared = Arc::new(Shared {
+            events: query::Reader::new(js.clone(), stream.clone()),
+            refused: query::Reader::new(
+                js.clone(),
+                crate::nats::refused::stream_name(&settings.jetstream),
+            ),
+            dead: query::Reader::new(js.clone(), consumers::DEAD_LETTER_STREAM.to_owned()),
+            js,
+            client,
+            prefix: settings.webhook.prefix.clone(),
+            index: RwLock::new(None),
+            index_open: AtomicBool::new(false),
+            live: broadcast::channel(live::BUFFER).0,
+            history: consumers::History::default(),
+            auth: auth::Auth::new(token),
+            sender,
+            bridge_url: settings.inspect.bridge_url.clone(),
+        });
+        Ok(Inspector {
+            listener,
+            admin_listener,
+            shared,
+            max_age: settings.jetstream.max_age,
+            replicas: settings.jetstream.replicas,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(keep_index(shared.clone(), self.max_age, self.replicas));
+        tasks.spawn(live::follow(
+            shared.js.clone(),
+            shared.events.name.clone(),
+            shared.live.clone(),
+        ));
+        tasks.spawn(consumers::sample(
+            shared.js.clone(),
+            shared.events.name.clone(),
+            shared.history.clone(),
+        ));
+        if let Some(addr) = self.local_addr() {
+            tracing::info!(%addr, "inspector listening");
+        }
+        if let Some(addr) = self.admin_addr() {
+            tracing::info!(%addr, "inspector admin listening: /metrics, /healthz, /readyz");
+        }
+        let admin = axum::serve(self.admin_listener, api::admin(shared.clone()));
+        tasks.spawn(async move {
+            let _ = admin.await;
+        });
+        let result = axum::serve(self.listener, api::app(shared.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tasks.shutdown().await;
+        let _ = shared.client.drain().await;
+        result
+    }
+}
+
+/// Opens the index (waiting for the events stream to exist) and keeps it
+/// current, starting over after any failure.
+async fn keep_index(shared: Arc<Shared>, max_age: Duration, replicas: usize) {
+    loop {
+        let opened = async {
+            let stream = shared
+                .js
+                .get_stream(&shared.events.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            index::open(&shared.js, &stream, &shared.events.name, max_age, replicas)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match opened {
+            Ok((idx, consumer)) => {
+                if let Ok(mut slot) = shared.index.write() {
+                    *slot = Some(idx.clone());
+                }
+                shared.index_open.store(true, Ordering::SeqCst);
+                if let Err(e) = index::run(idx, consumer).await {
+                    tracing::warn!(error = %e, "index consumer stopped; reopening");
+                }
+                shared.index_open.store(false, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "index not open yet (is the bridge's stream in place?)")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
