@@ -37,6 +37,23 @@ struct Bucket {
 }
 
 impl Refusals {
+    /// Puts the records' stream in place (at startup, so that the first
+    /// refusal does not wait for it); a failure is retried with the first record.
+    pub async fn prepare(client: &async_nats::Client, settings: &Settings) {
+        if !settings.jetstream.enabled {
+            return;
+        }
+        let config = refused::stream_config(&settings.jetstream, &settings.webhook.prefix);
+        let js = jetstream::new(client.clone());
+        let put = tokio::time::timeout(
+            settings.nats.publish_timeout,
+            js.create_or_update_stream(config),
+        );
+        if !matches!(put.await, Ok(Ok(_))) {
+            tracing::info!("the refused-deliveries stream is not in place yet");
+        }
+    }
+
     /// Starts the publishing task on `client` (the bridge's own connection).
     /// In core mode (no JetStream) nothing would keep the records: none are made.
     pub fn start(client: async_nats::Client, settings: &Settings, metrics: Metrics) -> Self {
@@ -158,11 +175,15 @@ async fn publish_records(
 ) {
     let js = jetstream::new(client.clone());
     let subject = config.subjects.first().cloned().unwrap_or_default();
-    let mut stream_checked: Option<Instant> = None;
+    // `prepare` put it in place at startup, in the usual case.
+    let mut stream_checked: Option<Instant> = js
+        .get_stream_no_info(&config.name)
+        .await
+        .is_ok()
+        .then(Instant::now);
     while let Some(record) = rx.recv().await {
-        // The stream is put in place on the first record, then re-checked
-        // now and then (a restarted server may have lost it).
-        if stream_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        // Re-checked now and then: a restarted server may have lost it.
+        if stream_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
             match js.create_or_update_stream(config.clone()).await {
                 Ok(_) => stream_checked = Some(Instant::now()),
                 Err(e) => {

@@ -69,6 +69,9 @@ impl Application {
             metrics.clone(),
         )
         .await?;
+        if publisher.is_connected() {
+            Refusals::prepare(publisher.client(), &settings).await;
+        }
         let refusals = Refusals::start(publisher.client().clone(), &settings, metrics.clone());
         let state = AppState {
             refusals,

@@ -122,7 +122,9 @@ struct LoginForm {
 
 async fn login(State(shared): St, Form(form): Form<LoginForm>) -> Response {
     if !shared.auth.token_matches(form.token.trim()) {
-        return auth::login_page();
+        let mut page = auth::login_page();
+        *page.status_mut() = StatusCode::UNAUTHORIZED;
+        return page;
     }
     (
         StatusCode::SEE_OTHER,

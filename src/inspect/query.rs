@@ -168,8 +168,12 @@ impl Reader {
     /// The first sequence stored at or after `t` (`last_seq + 1` when none).
     pub async fn seq_at(&self, t: OffsetDateTime) -> Result<u64, QueryError> {
         let info = self.info().await?;
-        if info.state.messages == 0 {
+        if info.state.messages == 0 || t > OffsetDateTime::now_utc() {
             return Ok(info.state.last_sequence + 1);
+        }
+        // Also keeps times the server cannot represent (before 1678) away from it.
+        if t <= info.state.first_timestamp {
+            return Ok(info.state.first_sequence);
         }
         let first = self
             .scan(

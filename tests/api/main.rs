@@ -12,6 +12,7 @@ mod edge;
 mod faults;
 mod fuzz;
 mod helpers;
+mod inspector;
 mod logs;
 mod metrics;
 mod process;
