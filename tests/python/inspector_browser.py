@@ -1,0 +1,133 @@
+"""Drives the inspector's page in a real headless Chromium (Debian's), as a
+person would: sign in, watch an event arrive live, filter, open a timeline
+and an event, see a refusal and the consumers. Exits non-zero on the first
+check that fails; saves a screenshot of each view into $ARTIFACTS.
+
+Environment: INSPECTOR_URL, TOKEN, BRIDGE_URL, SECRET, BRIDGE_BIN,
+CHROMIUM_BIN, ARTIFACTS, CONSUMER, EXPECT_PENDING.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+from playwright.sync_api import expect, sync_playwright
+
+env = os.environ
+url = env["INSPECTOR_URL"]
+shots = env["ARTIFACTS"]
+os.makedirs(shots, exist_ok=True)
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(shots, name + ".png"), full_page=False)
+
+
+def send(event_type):
+    """Posts a signed event with the project's own `send`; returns its id."""
+    out = subprocess.run(
+        [env["BRIDGE_BIN"], "send", event_type, "--url", env["BRIDGE_URL"], "--secret", env["SECRET"]],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout
+    m = re.search(r"id=(\S+)", out)
+    assert m, out
+    return m.group(1)
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=env["CHROMIUM_BIN"],
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(15000)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Without the token: the form that asks for it, nothing else.
+    page.goto(url)
+    expect(page.locator("input[name=token]")).to_be_visible()
+    page.fill("input[name=token]", env["TOKEN"])
+    page.click("button[type=submit]")
+    expect(page.locator("#view-live")).to_be_visible()
+    cookies = [c for c in page.context.cookies() if c["name"] == "fastpix_inspector"]
+    assert cookies and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict", cookies
+
+    # Live: an event sent now shows within 2 s.
+    page.wait_for_timeout(1000)  # the EventSource connects
+    event_id = send("video.live_stream.active")
+    sent_at = time.monotonic()
+    expect(page.locator("#live-rows")).to_contain_text(event_id, timeout=2000)
+    print(f"live: event shown {time.monotonic() - sent_at:.2f}s after send returned")
+    shot(page, "live")
+
+    # History filtered by family.
+    page.goto(url + "#/history")
+    page.select_option("#family-select", "simulcast")
+    page.click("#filters button[type=submit]")
+    rows = page.locator("#history-rows tr")
+    expect(rows.first).to_be_visible()
+    types = page.locator("#history-rows tr td:nth-child(3)").all_text_contents()
+    assert types and all(".simulcast." in t for t in types), types
+    shot(page, "history-simulcast")
+
+    # An object's timeline, then one event's detail with its payload.
+    page.select_option("#family-select", "")
+    page.fill("#filters input[name=id]", event_id)
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#history-rows tr")).to_have_count(1)
+    page.locator("#history-rows tr td:nth-child(4) a").click()
+    expect(page.locator("#view-object")).to_be_visible()
+    expect(page.locator("#object-rows")).to_contain_text(event_id)
+    shot(page, "object-timeline")
+    page.locator("#object-rows tr", has_text=event_id).locator("td:first-child a").click()
+    expect(page.locator("#view-event")).to_be_visible()
+    expect(page.locator("#event-raw")).to_contain_text('"id":"' + event_id + '"')
+    expect(page.locator("#event-pretty")).to_contain_text('"id": "' + event_id + '"')
+    expect(page.locator("#event-headers")).to_contain_text("FastPix-Event-Id")
+    shot(page, "event-detail")
+
+    # The hostile event: its markup is shown as text, never run.
+    page.goto(url + "#/history")
+    page.fill("#filters input[name=id]", "")
+    page.fill("#filters input[name=object]", "<img src=x onerror=window.__xss=1>")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#history-rows")).to_contain_text("<img src=x onerror=window.__xss=1>")
+    assert page.locator("#history-rows img").count() == 0
+    page.locator("#history-rows tr td:first-child a").first.click()
+    expect(page.locator("#event-raw")).to_contain_text("<script>")
+    assert page.locator("#view-event script, #view-event img").count() == 0
+    assert page.evaluate("window.__xss") is None, "markup from an event ran"
+
+    # A refused delivery (bad signature) is listed.
+    page.goto(url + "#/refused")
+    expect(page.locator("#refused-rows")).to_contain_text("bad_signature")
+    shot(page, "refused")
+
+    # Consumers show their pending counts.
+    page.goto(url + "#/consumers")
+    row = page.locator("#consumer-rows tr", has_text=env["CONSUMER"])
+    expect(row.locator("td.pending")).to_have_text(env["EXPECT_PENDING"])
+    shot(page, "consumers")
+
+    page.goto(url + "#/overview")
+    expect(page.locator("#overview-families")).to_contain_text("media")
+    expect(page.locator("#overview-chart canvas")).to_have_count(1)
+    shot(page, "overview")
+
+    page.goto(url + "#/dead")
+    expect(page.locator("#view-dead")).to_be_visible()
+    shot(page, "dead-letters")
+
+    # Keyboard: j moves through the rows.
+    page.goto(url + "#/history")
+    expect(page.locator("#history-rows tr").first).to_be_visible()
+    page.locator("body").press("j")
+    expect(page.locator("#history-rows tr.sel")).to_have_count(1)
+
+    assert not errors, errors
+    browser.close()
+print("browser checks passed")
