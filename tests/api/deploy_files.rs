@@ -265,6 +265,41 @@ fn compose_bridges_are_configured_by_environment_alone_and_checked_on_readyz() {
     }
 }
 
+#[test]
+fn compose_runs_the_inspector_on_loopback_8090_with_a_token_checked_on_its_admin_port() {
+    let compose = Compose::load("docker-compose.yml");
+    let inspector = compose.service("inspector");
+    assert_eq!(container_argv(&inspector)[1..], ["inspect".to_owned()]);
+    assert_eq!(
+        inspector.value["ports"],
+        serde_json::json!(["127.0.0.1:8090:8090"])
+    );
+    let settings = settings_from(&inspector.environment()).expect("its settings load");
+    assert_eq!(settings.inspect.listen.port(), 8090);
+    assert!(
+        settings.inspect.token.is_some(),
+        "it listens off loopback, so needs a token"
+    );
+    settings.inspect.check().expect("the inspector would start");
+    assert_eq!(
+        settings.inspect.bridge_url.as_deref(),
+        Some("http://bridge:8080/webhooks/fastpix")
+    );
+    let admin = format!(
+        "http://127.0.0.1:{}/readyz",
+        settings.inspect.admin_listen.port()
+    );
+    assert_eq!(
+        inspector.healthcheck_test(),
+        [BRIDGE_BIN, "healthcheck", "--url", admin.as_str()]
+    );
+    // It reads NATS only; it waits for NATS, not for a bridge.
+    assert_eq!(
+        inspector.depends_on().into_keys().collect::<Vec<_>>(),
+        ["nats".to_owned()]
+    );
+}
+
 /// Services of the top-level compose file that wait for the bridge.
 pub fn consumer_services(compose: &Compose) -> Vec<String> {
     compose
