@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use async_nats::jetstream;
+use fastpix_nats_bridge::bridge::startup::shutdown_signal;
 use fastpix_nats_bridge::consumer::{self, DurableWorker, Event, Family, Patience, Start};
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
-use fastpix_nats_bridge::startup::shutdown_signal;
 use time::OffsetDateTime;
 
 /// The queue group: the durable consumer every copy binds.
@@ -122,7 +122,7 @@ impl Catalogue {
 #[tokio::main]
 async fn main() -> ExitCode {
     // async_nats reports every reconnect attempt at info; one warning per outage is enough.
-    fastpix_nats_bridge::telemetry::init_with(Default::default(), "info,async_nats=warn");
+    fastpix_nats_bridge::ops::telemetry::init_with(Default::default(), "info,async_nats=warn");
     let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
     let settings = match Settings::load_client(file.as_deref()) {
         Ok(s) => s,

@@ -32,37 +32,60 @@ ensure_nats_server() {
   export NATS_SERVER_BIN
 }
 
-HADOLINT_VERSION="2.15.1"
-
-# A tool a check needs could not be had: under CI=true that fails the run,
-# elsewhere the check is skipped with the reason. $1 names the checks, $2 why.
-missing_tool() {
+# A check that needs a tool this machine lacks: skipped with a reason, except
+# under CI=true, where every check must run.
+skip_or_fail() {
   if [ "${CI:-}" = "true" ]; then
-    echo "error: CI=true and $1 cannot run: $2" >&2
+    echo "error: $1 (every check must run under CI=true)" >&2
     exit 1
   fi
-  echo "==> skipping $1 because $2" >&2
+  echo "==> skipping: $1" >&2
 }
 
-# promtool and prometheus, from Debian's `prometheus` package, installed with
-# apt-get when missing and this user may. Exports PROMTOOL_BIN and
-# PROMETHEUS_BIN (the Rust tests read them) and returns 0, or returns 1.
-ensure_prometheus() {
-  if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then
-      sudo -n true 2>/dev/null && sudo="sudo -n"
-    fi
-    if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; }; then
-      echo "==> installing promtool and prometheus (Debian package prometheus)" >&2
-      # The package's own service is not needed: tests run the binary on
-      # loopback ports with their own data directories.
-      { $sudo apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; } >&2 ||
-        echo "warning: apt-get could not install prometheus" >&2
-    fi
+APT_UPDATED=""
+# ensure_apt BINARY PACKAGE...: installs the Debian packages when BINARY is not
+# on PATH and apt-get can run (as root). Returns 1 when it cannot.
+ensure_apt() {
+  local bin="$1"
+  shift
+  command -v "$bin" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    return 1
   fi
-  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || return 1
+  echo "==> installing $* with apt-get" >&2
+  if [ -z "$APT_UPDATED" ]; then
+    apt-get update -qq >/dev/null 2>&1 || return 1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || return 1
+  command -v "$bin" >/dev/null 2>&1
+}
+
+# The Python packages the tests use (real clients and parsers), pinned in
+# tests/python/requirements.txt, in one git-ignored virtualenv. Exports
+# TEST_PYTHON for the tests; returns 1 when they cannot be installed.
+ensure_test_python() {
+  local venv="$TOOLS_DIR/venv" reqs="$REPO_ROOT/tests/python/requirements.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" >/dev/null 2>&1 || return 1
+  fi
+  if ! cmp -s "$reqs" "$venv/.requirements" 2>/dev/null; then
+    echo "==> installing the tests' Python packages into .tools/venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs" >&2 || return 1
+    cp "$reqs" "$venv/.requirements"
+  fi
+  TEST_PYTHON="$venv/bin/python"
+  export TEST_PYTHON
+}
+
+HADOLINT_VERSION="2.15.1"
+
+# promtool and prometheus, from Debian's `prometheus` package (installed with
+# ensure_apt when missing). Exports PROMTOOL_BIN and PROMETHEUS_BIN for the
+# tests; returns 1 when they cannot be had. The package's own service is not
+# used: the tests run the binary on loopback ports with their own data dirs.
+ensure_prometheus() {
+  ensure_apt promtool prometheus && command -v prometheus >/dev/null 2>&1 || return 1
   PROMTOOL_BIN="$(command -v promtool)"
   PROMETHEUS_BIN="$(command -v prometheus)"
   export PROMTOOL_BIN PROMETHEUS_BIN

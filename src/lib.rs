@@ -1,31 +1,20 @@
 //! fastpix-nats-bridge: FastPix webhooks in, NATS (JetStream) out.
 //!
-//! A delivery enters through [`routes`] (HTTP only: body limits, in-flight
-//! bound, status codes), goes through [`ingest`] (probe, [`signature`] check,
-//! [`envelope`] reading, headers) and leaves through [`publisher`], which
-//! answers only once JetStream has acknowledged it. [`subject`] maps event
-//! types to subjects, [`settings`] loads and validates configuration,
-//! [`connection`] holds the NATS options the bridge and its clients share,
-//! [`error`] maps failures to HTTP answers, [`metrics`] counts what happens
-//! for Prometheus, [`telemetry`] sets up logs and [`startup`] wires it all
-//! (the public and admin listeners) and handles shutdown. On the other side,
-//! [`consumer`] is what Rust services consuming the events depend on, and
-//! [`cli`] holds the `subscribe` and `send` commands. [`healthcheck`] is the
-//! probe a container runs to ask a bridge whether it is ready, or whether a
-//! consumer's durable consumer is in place.
+//! The folders are layers, each importing only those listed before it:
+//! [`fastpix`] is what FastPix sends (envelope, signature, subject mapping,
+//! the one event catalog) and depends on nothing else in the crate;
+//! [`settings`] loads and validates configuration; [`ops`] names outcomes,
+//! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
+//! (connection options, message headers, the JetStream publisher). Above
+//! them stand the two sides: [`bridge`] receives webhooks (routes, the
+//! delivery rules in `ingest`, errors, startup) and [`consumer`] is what
+//! services consuming the events build on. [`cli`] is the command line on
+//! top: `subscribe`, `send` and `healthcheck`.
 
+pub mod bridge;
 pub mod cli;
-pub mod connection;
 pub mod consumer;
-pub mod envelope;
-pub mod error;
-pub mod healthcheck;
-pub mod ingest;
-pub mod metrics;
-pub mod publisher;
-pub mod routes;
+pub mod fastpix;
+pub mod nats;
+pub mod ops;
 pub mod settings;
-pub mod signature;
-pub mod startup;
-pub mod subject;
-pub mod telemetry;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::signature::{SigningSecret, Verifier};
-use crate::subject::SubjectPrefix;
+use crate::fastpix::signature::{SigningSecret, Verifier};
+use crate::fastpix::subject::SubjectPrefix;
 
 /// Prefix of every environment variable the bridge reads.
 pub const ENV_PREFIX: &str = "FASTPIX_BRIDGE";

@@ -1,8 +1,136 @@
-//! The client commands: `subscribe` reads events from NATS, `send` posts
-//! signed test events to a bridge. Both load the bridge's own settings (see
+//! The command line: [`Cli`] parses it and [`run`] dispatches to serving
+//! (the default), the client commands `subscribe` (reads events from NATS)
+//! and `send` (posts signed test events to a bridge), and `healthcheck`.
+//! Client commands load the bridge's own settings (see
 //! [`crate::settings::Settings::load_client`]), so they need no setup of
 //! their own beside a running bridge and NATS.
-
+pub mod healthcheck;
 pub mod send;
 pub mod subscribe;
 pub mod templates;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::bridge::startup::{Application, shutdown_signal};
+use crate::ops::telemetry;
+use crate::settings::{CONFIG_FILE_ENV, Purpose, Settings};
+use send::SendArgs;
+use subscribe::SubscribeArgs;
+
+/// FastPix webhooks in, NATS JetStream out.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML settings file (environment variables FASTPIX_BRIDGE__SECTION__KEY override it).
+    #[arg(long, global = true, env = CONFIG_FILE_ENV)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Receive webhooks and publish them (the default).
+    Serve,
+    /// Print events from NATS as they arrive (live, durable, or replayed from the stream).
+    Subscribe(SubscribeArgs),
+    /// Post signed test events to a bridge, as FastPix would, and print its answers.
+    Send(SendArgs),
+    /// Exit 0 when healthy, 1 with the reason otherwise (for container
+    /// healthchecks): a bridge answering 2xx at URL (needs no settings), or
+    /// with --durable, a consumer's durable consumer on the bridge's stream.
+    Healthcheck {
+        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
+        url: String,
+        /// Check instead that this durable consumer exists, with the NATS and
+        /// stream settings the consumer itself uses.
+        #[arg(long, value_name = "NAME", conflicts_with = "url")]
+        durable: Option<String>,
+        /// Longest wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Runs the command `cli` names: loads settings for it and dispatches.
+pub async fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let purpose = match command {
+        Command::Serve => Purpose::Bridge,
+        Command::Subscribe(_) | Command::Send(_) => Purpose::Client,
+        Command::Healthcheck {
+            url,
+            durable,
+            timeout,
+        } => return check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
+    };
+    let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Subscribe(args) => {
+            telemetry::init_with(settings.log.format, "warn");
+            subscribe::run(args, &settings).await
+        }
+        Command::Send(args) => send::run(args, &settings).await,
+        Command::Healthcheck {
+            url,
+            durable,
+            timeout,
+        } => check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
+    }
+}
+
+/// Any failure, bad settings included, exits 1: container engines reserve
+/// other codes.
+async fn check_health(
+    url: &str,
+    durable: Option<&str>,
+    config: Option<&std::path::Path>,
+    timeout: Duration,
+) -> ExitCode {
+    let checked = match durable {
+        None => healthcheck::check(url, timeout).await.map(drop),
+        Some(name) => match Settings::load_client(config) {
+            Ok(settings) => healthcheck::check_durable(&settings, name, timeout).await,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    telemetry::init(settings.log.format);
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}

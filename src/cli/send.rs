@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 
 use crate::cli::templates::{self, Objects};
 use crate::consumer::seed_types;
+use crate::fastpix::signature::{SIGNATURE_HEADER, SigningSecret};
+use crate::fastpix::subject::EventType;
 use crate::settings::{Settings, env_name};
-use crate::signature::{SIGNATURE_HEADER, SigningSecret};
-use crate::subject::EventType;
 
 /// Variable naming the bridge URL when `--url` is not given.
 pub const URL_ENV: &str = "FASTPIX_BRIDGE_URL";
@@ -44,13 +44,13 @@ pub struct SendArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum SendSetupError {
     #[error("--secret {0}")]
-    BadSecret(crate::signature::InvalidSecret),
+    BadSecret(crate::fastpix::signature::InvalidSecret),
     #[error(
         "no signing secret: pass --secret BASE64, or set {0} (the bridge's own setting) to the webhook's signing secret"
     )]
     NoSecret(String),
     #[error("event type {0:?} cannot be sent: {1}")]
-    BadType(String, crate::subject::InvalidEventType),
+    BadType(String, crate::fastpix::subject::InvalidEventType),
     #[error(
         "--url {0:?} is not an http:// URL (send talks to the bridge's own port; for a bridge behind TLS, port-forward to it)"
     )]

@@ -18,13 +18,13 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use time::OffsetDateTime;
 
+use crate::bridge::startup::shutdown_signal;
 use crate::cli::templates::created_at;
 use crate::consumer::{
     self, BindError, Bound, Event, Family, Patience, Start, SubjectFilter, headers,
 };
+use crate::fastpix::subject::SubjectPrefix;
 use crate::settings::{Settings, env_name};
-use crate::startup::shutdown_signal;
-use crate::subject::SubjectPrefix;
 
 #[derive(Debug, clap::Args)]
 pub struct SubscribeArgs {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use fastpix_nats_bridge::bridge::startup::Application;
 use fastpix_nats_bridge::settings::Settings;
-use fastpix_nats_bridge::startup::Application;
 use hmac::{KeyInit, Mac};
 
 /// Development secret used by tests; base64 of "test-signing-secret-0123456789".
@@ -50,7 +50,7 @@ pub const SEED_TYPES: &[&str] = &[
 /// Logs are muted unless TEST_LOG is set.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        fastpix_nats_bridge::telemetry::init(Default::default());
+        fastpix_nats_bridge::ops::telemetry::init(Default::default());
     }
 }
 
@@ -76,6 +76,24 @@ pub fn event_body(event_type: &str, id: &str) -> String {
         "attempts": []
     })
     .to_string()
+}
+
+/// An external program a test drives (a Python client, a browser, Prometheus),
+/// named by the environment variable `var` that `scripts/test` sets once it
+/// has installed it. Without it the test is skipped with a printed reason,
+/// except under `CI=true`, where every test must run.
+pub fn external_tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{var} is not set: scripts/test installs the tool and sets it, and CI=true runs every test"
+            );
+            eprintln!("skipping: {var} is not set (run through scripts/test to install the tool)");
+            None
+        }
+    }
 }
 
 /// A loopback port nothing listens on right now.

@@ -6,12 +6,12 @@
 //! a real bridge driven through refusals and a NATS stop.
 //!
 //! The tool tests find promtool and prometheus through `PROMTOOL_BIN` and
-//! `PROMETHEUS_BIN` (`scripts/test` sets them) or `PATH`; without them they
-//! print why they skip, except under `CI=true`, where they fail.
+//! `PROMETHEUS_BIN`, which `scripts/test` sets once it has installed them;
+//! without them they print why they skip, except under `CI=true`, where they
+//! fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -428,38 +428,9 @@ fn the_dashboard_has_job_and_instance_variables_and_a_panel_for_each_concern() {
 // ---------------------------------------------------------------------------
 // With the tools
 
-/// `$var`, then the program on PATH.
-fn tool(var: &str, program: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(var) {
-        return Some(PathBuf::from(p));
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-/// The tool, or `None` after saying why the test skips (a failure under CI=true).
-fn required_tool(var: &str, program: &str, test: &str) -> Option<PathBuf> {
-    let found = tool(var, program);
-    if found.is_none() {
-        let why = format!(
-            "{program} is not installed (set {var}, or run scripts/test, which installs \
-             the Debian package prometheus)"
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {test} must run, but {why}"
-        );
-        eprintln!("skipping {test} because {why}");
-    }
-    found
-}
-
 #[test]
 fn every_dashboard_query_parses_with_promtool() {
-    let Some(promtool) =
-        required_tool("PROMTOOL_BIN", "promtool", "the dashboard's promtool check")
-    else {
+    let Some(promtool) = external_tool("PROMTOOL_BIN") else {
         return;
     };
     // promtool parses expressions as rules: one recording rule per query.
@@ -619,8 +590,7 @@ impl Drop for Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_and_dashboard_read() {
-    let test = "the real-Prometheus test";
-    let Some(bin) = required_tool("PROMETHEUS_BIN", "prometheus", test) else {
+    let Some(bin) = external_tool("PROMETHEUS_BIN") else {
         return;
     };
     let mut nats = NatsServer::start();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fastpix_nats_bridge::subject::{SubjectPrefix, is_valid_subject_under};
+use fastpix_nats_bridge::fastpix::subject::{SubjectPrefix, is_valid_subject_under};
 use futures_util::StreamExt;
 
 use crate::helpers::*;

@@ -466,7 +466,7 @@ async fn a_body_limit_above_the_servers_max_payload_is_refused_at_startup() {
         &nats.url(),
         &[("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", "1048576")],
     );
-    let err = match fastpix_nats_bridge::startup::Application::build(settings).await {
+    let err = match fastpix_nats_bridge::bridge::startup::Application::build(settings).await {
         Ok(_) => panic!("startup must refuse"),
         Err(e) => e.to_string(),
     };

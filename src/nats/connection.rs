@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 
-use crate::publisher::ConnectError;
 use crate::settings::NatsSettings;
 
 /// Wait before connection attempt `attempts` (counted from 1): none before
@@ -60,4 +59,20 @@ mod tests {
         assert_eq!(reconnect_delay(3), Duration::from_millis(200));
         assert_eq!(reconnect_delay(1000), Duration::from_secs(2));
     }
+}
+
+/// Why the bridge could not start publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read NATS credentials (setting `{key}`): {source}")]
+    Credentials {
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    #[error(
+        "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
+    )]
+    BodyLimitAboveMaxPayload { limit: usize, max_payload: usize },
 }

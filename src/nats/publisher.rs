@@ -14,9 +14,10 @@ use async_nats::{Client, ConnectOptions, HeaderMap};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::fastpix::subject::{Subject, SubjectPrefix};
+use crate::nats::connection::ConnectError;
+use crate::ops::metrics::Metrics;
 use crate::settings::{HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage};
-use crate::subject::{Subject, SubjectPrefix};
 
 /// One message ready to publish.
 #[derive(Debug, Clone)]
@@ -47,22 +48,6 @@ pub enum PublishError {
     Timeout(Duration),
     #[error("NATS refused the publish: {0}")]
     Refused(String),
-}
-
-/// Why the bridge could not start publishing.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot read NATS credentials (setting `{key}`): {source}")]
-    Credentials {
-        key: &'static str,
-        source: std::io::Error,
-    },
-    #[error("cannot connect to NATS: {0}")]
-    Connect(String),
-    #[error(
-        "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
-    )]
-    BodyLimitAboveMaxPayload { limit: usize, max_payload: usize },
 }
 
 /// State shared between the publisher, its background task and readiness.
@@ -311,7 +296,7 @@ async fn connect_options(
     nats: &NatsSettings,
     connected: Arc<Notify>,
 ) -> Result<ConnectOptions, ConnectError> {
-    let options = crate::connection::options(nats, "fastpix-nats-bridge")
+    let options = crate::nats::connection::options(nats, "fastpix-nats-bridge")
         .await?
         .retry_on_initial_connect()
         .event_callback(move |event| {

@@ -6,39 +6,15 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::envelope::{Envelope, EventFields};
-use crate::error::{Outcome, WebhookError};
-use crate::metrics::Family;
-use crate::publisher::{Outgoing, Publisher, Stored};
+use crate::bridge::error::WebhookError;
+use crate::fastpix::envelope::{Envelope, EventFields};
+use crate::nats::headers::names;
+use crate::nats::publisher::{Outgoing, Publisher, Stored};
+use crate::ops::metrics::Family;
+use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
 
 /// Header names on every published message.
-pub mod headers {
-    pub const MSG_ID: &str = "Nats-Msg-Id";
-    pub const EVENT_TYPE: &str = "FastPix-Event-Type";
-    pub const EVENT_ID: &str = "FastPix-Event-Id";
-    pub const OBJECT_TYPE: &str = "FastPix-Object-Type";
-    pub const OBJECT_ID: &str = "FastPix-Object-Id";
-    pub const WORKSPACE_ID: &str = "FastPix-Workspace-Id";
-    pub const BRIDGE_ERROR: &str = "FastPix-Bridge-Error";
-    pub const CONTENT_TYPE: &str = "Content-Type";
-    pub const TRACEPARENT: &str = "traceparent";
-}
-
-/// The same names, built once: a name given as `&str` is copied into every message.
-mod names {
-    use super::{HeaderName, headers};
-    pub const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
-    pub const EVENT_TYPE: HeaderName = HeaderName::from_static(headers::EVENT_TYPE);
-    pub const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);
-    pub const OBJECT_TYPE: HeaderName = HeaderName::from_static(headers::OBJECT_TYPE);
-    pub const OBJECT_ID: HeaderName = HeaderName::from_static(headers::OBJECT_ID);
-    pub const WORKSPACE_ID: HeaderName = HeaderName::from_static(headers::WORKSPACE_ID);
-    pub const BRIDGE_ERROR: HeaderName = HeaderName::from_static(headers::BRIDGE_ERROR);
-    pub const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
-    pub const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
-}
-
 /// A delivery the bridge answered 2xx for.
 #[derive(Debug)]
 pub enum Accepted {

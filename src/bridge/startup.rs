@@ -13,9 +13,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::metrics::Metrics;
-use crate::publisher::{ConnectError, Publisher};
-use crate::routes::{AppState, admin, app};
+use crate::bridge::routes::{AppState, admin, app};
+use crate::nats::connection::ConnectError;
+use crate::nats::publisher::Publisher;
+use crate::ops::metrics::Metrics;
 use crate::settings::Settings;
 
 /// How often recorded durations are folded into the histograms. They are

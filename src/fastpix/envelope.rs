@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::subject::{EventType, InvalidEventType};
+use crate::fastpix::subject::{EventType, InvalidEventType};
 
 /// Longest value carried into an optional header; longer ones are dropped.
 const MAX_HEADER_VALUE_BYTES: usize = 256;

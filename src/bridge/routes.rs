@@ -17,12 +17,14 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::error::{Outcome, WebhookError};
-use crate::ingest::{self, Accepted, Delivery, headers};
-use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::bridge::error::WebhookError;
+use crate::bridge::ingest::{self, Accepted, Delivery};
+use crate::fastpix::signature::SIGNATURE_HEADER;
+use crate::nats::headers;
+use crate::nats::publisher::Publisher;
+use crate::ops::metrics::Metrics;
+use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
-use crate::signature::SIGNATURE_HEADER;
 
 /// What every handler shares.
 #[derive(Clone)]

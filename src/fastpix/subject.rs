@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn well_formed_types_map_to_themselves_under_the_prefix() {
         // The seed's list is the one the consumer families are built from.
-        for t in crate::consumer::seed_types().chain(SDK_TYPES.iter().copied()) {
+        for t in crate::fastpix::catalog::seed_types().chain(SDK_TYPES.iter().copied()) {
             assert_eq!(map(t), format!("fastpix.{t}"), "type {t}");
         }
     }

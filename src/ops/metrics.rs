@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ::metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::error::Outcome;
+use crate::ops::outcome::Outcome;
 
 pub const REQUESTS_TOTAL: &str = "fastpix_bridge_requests_total";
 pub const EVENTS_PUBLISHED_TOTAL: &str = "fastpix_bridge_events_published_total";

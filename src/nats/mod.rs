@@ -1,0 +1,8 @@
+//! The NATS adapter: [`connection`] holds the options the bridge and its
+//! clients share, [`headers`] names the headers every stored message carries,
+//! and [`publisher`] publishes to JetStream (or core NATS) and answers only
+//! once the message is stored.
+
+pub mod connection;
+pub mod headers;
+pub mod publisher;
