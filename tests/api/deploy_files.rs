@@ -1037,9 +1037,13 @@ fn the_observability_profile_adds_pinned_prometheus_and_grafana_wired_to_the_bri
         grafana.depends_on().contains_key("prometheus"),
         "Grafana waits for Prometheus"
     );
-    let provisioning = host_path_of(&grafana, "/etc/grafana/provisioning")
-        .expect("Grafana's provisioning is mounted");
-    assert_eq!(provisioning, repo_path("deploy/grafana/provisioning"));
+    for kind in ["datasources", "dashboards"] {
+        assert_eq!(
+            host_path_of(&grafana, &format!("/etc/grafana/provisioning/{kind}")),
+            Some(repo_path(&format!("deploy/grafana/provisioning/{kind}"))),
+            "Grafana's {kind} are provisioned from deploy/grafana/provisioning/{kind}"
+        );
+    }
 
     let datasources = yaml_file("deploy/grafana/provisioning/datasources/prometheus.yml");
     let source = datasources["datasources"]
