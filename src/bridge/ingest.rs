@@ -7,10 +7,10 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::bridge::error::WebhookError;
+use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
 use crate::nats::headers::names;
 use crate::nats::publisher::{Outgoing, Publisher, Stored};
-use crate::ops::metrics::Family;
 use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
 
@@ -22,7 +22,8 @@ pub enum Accepted {
     Probe,
     Published {
         stored: Stored,
-        family: Family,
+        /// The event's family in the catalog, for the metrics.
+        family: Option<Family>,
     },
 }
 
@@ -93,7 +94,7 @@ pub async fn ingest(
     match published {
         Ok(stored) => Ok(Accepted::Published {
             stored,
-            family: Family::of(fields.event_type.as_str()),
+            family: Family::of_type(fields.event_type.as_str()),
         }),
         Err(e) => {
             // Logged here, where the event is known, since the span carrying
