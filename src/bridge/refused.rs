@@ -73,6 +73,18 @@ impl Refusals {
         }
     }
 
+    /// Records nothing (for routers tested without NATS).
+    pub fn disabled(metrics: Metrics) -> Self {
+        Refusals {
+            tx: None,
+            bucket: Arc::new(Mutex::new(Bucket {
+                tokens: 0.0,
+                at: Instant::now(),
+            })),
+            metrics,
+        }
+    }
+
     /// True when a record may be made now (it takes a token); false, and
     /// counted as dropped, when over the rate. Ask before hashing the body.
     pub fn admit(&self) -> bool {

@@ -1,10 +1,12 @@
 //! The NATS adapter: [`connection`] holds the options the bridge and its
 //! clients share, [`headers`] names the headers every stored message carries,
-//! [`publisher`] publishes to JetStream (or core NATS) and answers only
-//! once the message is stored, and [`refused`] says where records of refused
-//! deliveries go.
+//! [`sink`] is the seam the delivery rules publish through (one message in,
+//! proof of storage out), [`publisher`] is the sink that publishes to
+//! JetStream (or core NATS) and answers only once the message is stored, and
+//! [`refused`] says where records of refused deliveries go.
 
 pub mod connection;
 pub mod headers;
 pub mod publisher;
 pub mod refused;
+pub mod sink;

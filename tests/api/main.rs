@@ -16,6 +16,7 @@ mod helpers;
 mod inspector;
 mod logs;
 mod metrics;
+mod observability;
 mod process;
 mod security;
 mod sender;
