@@ -266,7 +266,7 @@ async fn main() {
     );
     let report = format!(
         "## Inspector\n\n\
-         Command: `{}` ({} events stored straight into JetStream, {} objects; release build; this 2-core machine).\n\n\
+         Command: `{}` ({} events stored straight into JetStream, {} objects; {} build; this 2-core machine, shared).\n\n\
          | what | result | target |\n| --- | --- | --- |\n\
          | lookup by event id (`/api/events?id=`), 200 lookups | p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms | ≤ 200 ms |\n\
          | object timeline (`/api/objects/{{id}}/events`), 200 lookups | p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms | ≤ 200 ms |\n\
@@ -279,6 +279,11 @@ async fn main() {
         args.command,
         args.events,
         objects,
+        if args.inspector.to_string_lossy().contains("/debug/") {
+            "debug"
+        } else {
+            "release"
+        },
         percentile(&by_id, 0.5),
         percentile(&by_id, 0.95),
         by_id[by_id.len() - 1],
