@@ -270,7 +270,8 @@ impl Worker {
         );
         // Events held at once: enough that other objects' events can run
         // while one object's wait their turn.
-        let held = (self.concurrency * 4).max(4);
+        let concurrency = self.concurrency;
+        let held = (concurrency * 4).max(4);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let (track_tx, mut track_rx) = mpsc::channel::<()>(1);
@@ -279,6 +280,7 @@ impl Worker {
             worker: self,
             handler: Arc::new(handler),
             held: Arc::new(Semaphore::new(held)),
+            held_redriven: Arc::new(Semaphore::new(concurrency)),
             running: Arc::new(Semaphore::new(0)),
             lanes: Mutex::new(HashMap::new()),
             stop: stop_rx,
@@ -364,8 +366,10 @@ struct Shared<F> {
     js: jetstream::Context,
     worker: Worker,
     handler: Arc<F>,
-    /// Events received and not yet settled.
+    /// Events received and not yet settled, per source: a pull waiting on
+    /// an empty source must not take the room of the other.
     held: Arc<Semaphore>,
+    held_redriven: Arc<Semaphore>,
     /// Handlers running.
     running: Arc<Semaphore>,
     /// Per object: a receiver that completes when the object's latest event
@@ -390,17 +394,21 @@ async fn pull<F, Fut>(
 {
     let mut stop = shared.stop.clone();
     let w = &shared.worker;
+    let room = match source {
+        Source::Events => shared.held.clone(),
+        Source::Redrive => shared.held_redriven.clone(),
+    };
     loop {
         if *stop.borrow() {
             return;
         }
         let mut permits: OwnedSemaphorePermit = tokio::select! {
             _ = stop.changed() => return,
-            p = shared.held.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = room.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        let more = shared.held.available_permits().min(MAX_PULL - 1);
+        let more = room.available_permits().min(MAX_PULL - 1);
         if more > 0
-            && let Ok(p) = shared.held.clone().try_acquire_many_owned(more as u32)
+            && let Ok(p) = room.clone().try_acquire_many_owned(more as u32)
         {
             permits.merge(p);
         }
