@@ -16,6 +16,8 @@ It reads the bridge's own setting names: FASTPIX_BRIDGE__NATS__URL (comma
 separated), FASTPIX_BRIDGE__JETSTREAM__STREAM (FASTPIX),
 FASTPIX_BRIDGE__SUBJECT__PREFIX (fastpix). `--fail-once EVENT_ID` (repeatable)
 makes the first delivery of that event fail, to watch a retry.
+`--healthcheck` exits 0 once the durable consumer exists, 1 otherwise (for a
+container healthcheck).
 
 Prints one JSON line per delivery on stdout; progress goes to stderr.
 """
@@ -94,17 +96,36 @@ async def bind(js, stream, durable, subject):
             await asyncio.sleep(2)
 
 
+DEFAULT_DURABLE = "media-consumer-py"
+
+
+async def healthcheck(urls, stream, durable):
+    try:
+        nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            await nc.jetstream().consumer_info(stream, durable)
+        finally:
+            await nc.close()
+    except Exception as e:
+        print(f"unhealthy: durable consumer `{durable}` on stream {stream}: {e!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fail-once", action="append", default=[], metavar="EVENT_ID")
+    parser.add_argument("--healthcheck", action="store_true")
     args = parser.parse_args()
 
     urls = os.environ.get("FASTPIX_BRIDGE__NATS__URL", "nats://127.0.0.1:4222").split(",")
     stream = os.environ.get("FASTPIX_BRIDGE__JETSTREAM__STREAM", "FASTPIX")
     prefix = os.environ.get("FASTPIX_BRIDGE__SUBJECT__PREFIX", "fastpix")
-    durable = os.environ.get("DURABLE", "media-consumer-py")
+    durable = os.environ.get("DURABLE", DEFAULT_DURABLE)
     retry_delay = float(os.environ.get("RETRY_DELAY", "1"))
     subject = f"{prefix}.video.media.>"
+    if args.healthcheck:
+        return await healthcheck(urls, stream, durable)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,7 +182,8 @@ async def main():
     await sub.unsubscribe()
     await nc.flush()
     await nc.close()
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))
