@@ -8,8 +8,9 @@
 //! (connection options, message headers, the JetStream publisher). Above
 //! them stand the two sides: [`bridge`] receives webhooks (routes, the
 //! delivery rules in `ingest`, errors, startup) and [`consumer`] is what
-//! services consuming the events build on. [`cli`] is the command line on
-//! top: `subscribe`, `send` and `healthcheck`.
+//! services consuming the events build on (binding, the worker with retries
+//! and dead letters, dedup). [`cli`] is the command line on top:
+//! `subscribe`, `send`, `consumers`, `dead-letters` and `healthcheck`.
 
 pub mod bridge;
 pub mod cli;

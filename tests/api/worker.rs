@@ -545,7 +545,7 @@ async fn rejected_and_exhausted_events_become_dead_letters_redriven_to_that_cons
 /// The consumer process of the next test: the test binary itself, running
 /// only this test with the environment that test gives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run as a child process by a_consumer_killed_mid_batch_loses_nothing"]
+#[ignore = "run as a child process by a_consumer_killed_mid_batch_loses_nothing_after_a_restart"]
 async fn worker_child_process() {
     let Ok(url) = std::env::var("WORKER_CHILD_NATS_URL") else {
         return;
