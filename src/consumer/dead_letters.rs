@@ -122,7 +122,7 @@ pub async fn ensure_streams(
         .info()
         .await
         .map(|i| i.config.clone())
-        .map_err(|e| BindError::Nats(format!("cannot read stream `{events_stream}`: {e}")))?;
+        .map_err(|e| BindError::nats(format!("cannot read stream `{events_stream}`"), e))?;
     let dead = get_or_create(
         js,
         stream::Config {
@@ -163,7 +163,7 @@ async fn get_or_create(
     let name = config.name.clone();
     js.get_or_create_stream(config)
         .await
-        .map_err(|e| BindError::Nats(format!("cannot set up stream `{name}`: {e}")))
+        .map_err(|e| BindError::nats(format!("cannot set up stream `{name}`"), e))
 }
 
 /// The headers of a dead letter: the original ones (but `Nats-Msg-Id` and
@@ -298,7 +298,7 @@ pub async fn list(
         Some(c) => dead_letter_subject(prefix, c),
         None => format!("{}{DEAD_LETTER_SUBJECT_SUFFIX}.>", prefix.as_str()),
     };
-    let failed = |e: String| BindError::Nats(format!("cannot read stream `{name}`: {e}"));
+    let failed = |e: String| BindError::nats(format!("cannot read stream `{name}`"), e);
     let mut reader = dead
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter,
@@ -389,9 +389,10 @@ pub async fn redrive(
                 continue;
             }
             Err(e) => {
-                return Err(BindError::Nats(format!(
-                    "cannot read dead letter {seq} of `{dead_name}`: {e}"
-                )));
+                return Err(BindError::nats(
+                    format!("cannot read dead letter {seq} of `{dead_name}`"),
+                    e,
+                ));
             }
         };
         let mut headers = msg.headers.clone();
@@ -399,12 +400,12 @@ pub async fn redrive(
         headers.insert(crate::nats::headers::MSG_ID, msg_id.as_str());
         js.publish_with_headers(to.clone(), headers, msg.payload.clone())
             .await
-            .map_err(|e| BindError::Nats(format!("cannot redrive {seq}: {e}")))?
+            .map_err(|e| BindError::nats(format!("cannot redrive {seq}"), e))?
             .await
-            .map_err(|e| BindError::Nats(format!("cannot redrive {seq}: {e}")))?;
+            .map_err(|e| BindError::nats(format!("cannot redrive {seq}"), e))?;
         dead.delete_message(seq)
             .await
-            .map_err(|e| BindError::Nats(format!("redriven {seq} but cannot delete it: {e}")))?;
+            .map_err(|e| BindError::nats(format!("redriven {seq} but cannot delete it"), e))?;
         report.redriven.push(seq);
     }
     Ok(report)

@@ -45,7 +45,7 @@ impl Dedup {
                 ..Default::default()
             })
             .await
-            .map_err(|e| BindError::Nats(format!("cannot set up KV bucket `{bucket}`: {e}")))?;
+            .map_err(|e| BindError::nats(format!("cannot set up KV bucket `{bucket}`"), e))?;
         Ok(Dedup { store })
     }
 
