@@ -350,7 +350,7 @@ impl Worker {
             Err(_) => redrive_stream
                 .create_consumer(config)
                 .await
-                .map_err(|e| BindError::nats(format!("cannot set up the redrive consumer"), e))?,
+                .map_err(|e| BindError::nats("cannot set up the redrive consumer", e))?,
         };
         Ok((events, redrive))
     }
