@@ -72,6 +72,9 @@ impl Application {
             webhook: Arc::new(settings.webhook.clone()),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
+            queued: Arc::default(),
+            queue_timeout: settings.http.queue_timeout,
+            max_queued: settings.http.max_queued,
             body_timeout: settings.http.body_timeout,
             metrics,
         };

@@ -96,7 +96,6 @@ pub fn external_tool(var: &str) -> Option<PathBuf> {
     }
 }
 
-
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
