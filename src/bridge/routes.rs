@@ -43,6 +43,8 @@ pub struct AppState {
     pub max_queued: usize,
     /// `http.body_timeout`.
     pub body_timeout: Duration,
+    /// Bounds the connections lingering after an early answer at once.
+    pub lingering: Arc<Semaphore>,
     pub metrics: Metrics,
 }
 
@@ -59,7 +61,7 @@ pub const UNSIGNED_MAX_BYTES: usize = 64;
 /// with unread bytes makes the kernel send a reset, and a client that writes
 /// its whole body before reading (Python's urllib, many others) then sees a
 /// broken pipe instead of the answer. Discarded bytes go through one small
-/// buffer, and no slot is held, so the memory bound is unchanged.
+/// buffer, and no slot is held; at most 64 connections linger at once.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -143,11 +145,18 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
     if let Some(unread) = body {
         // Answered before the body was read to its end: the connection
         // cannot be reused, and the rest of the body is drained in the
-        // background while hyper writes the answer.
+        // background while hyper writes the answer (when too many already
+        // linger, the body is dropped and hyper closes at once).
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        tokio::spawn(linger(unread, LINGER_TIME.min(state.body_timeout)));
+        if let Ok(permit) = state.lingering.clone().try_acquire_owned() {
+            let time = LINGER_TIME.min(state.body_timeout);
+            tokio::spawn(async move {
+                linger(unread, time).await;
+                drop(permit);
+            });
+        }
     }
     state.metrics.request(outcome, started.elapsed());
     response
