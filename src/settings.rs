@@ -381,9 +381,31 @@ fn env_hint(e: &config::ConfigError) -> String {
 }
 
 impl Raw {
+    /// Each section is checked by its own validator, in the order below, and
+    /// the first refusal names its setting.
     fn validate(self, purpose: Purpose) -> Result<Settings, SettingsError> {
+        let webhook = self.webhook.validate(&self.subject, purpose)?;
+        self.http.validate()?;
+        self.nats.validate()?;
+        self.jetstream.validate()?;
+        Ok(Settings {
+            http: self.http,
+            nats: self.nats,
+            webhook,
+            jetstream: self.jetstream,
+            log: self.log,
+        })
+    }
+}
+
+impl WebhookRaw {
+    /// `webhook.*` and `subject.prefix`: what one webhook needs.
+    fn validate(
+        self,
+        subject: &SubjectRaw,
+        purpose: Purpose,
+    ) -> Result<WebhookConfig, SettingsError> {
         let secrets = self
-            .webhook
             .signing_secrets
             .iter()
             .enumerate()
@@ -393,7 +415,7 @@ impl Raw {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if secrets.is_empty() && !self.webhook.allow_unsigned && purpose == Purpose::Bridge {
+        if secrets.is_empty() && !self.allow_unsigned && purpose == Purpose::Bridge {
             return Err(invalid(
                 "webhook.signing_secrets",
                 format!(
@@ -402,23 +424,33 @@ impl Raw {
                 ),
             ));
         }
-        if !self.webhook.path.starts_with('/') {
+        if !self.path.starts_with('/') {
             return Err(invalid("webhook.path", "must start with `/`"));
         }
-        let prefix = SubjectPrefix::new(&self.subject.prefix)
+        let prefix = SubjectPrefix::new(&subject.prefix)
             .map_err(|e| invalid("subject.prefix", e.to_string()))?;
+        Ok(WebhookConfig {
+            path: self.path,
+            verifier: Verifier::new(secrets),
+            allow_unsigned: self.allow_unsigned,
+            prefix,
+        })
+    }
+}
 
-        if self.http.max_body_bytes == 0 {
+impl HttpSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be above 0"));
         }
         // NATS refuses any max_payload above 64 MiB, so no server can take more.
-        if self.http.max_body_bytes > 64 * 1024 * 1024 {
+        if self.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "http.max_body_bytes",
                 "must be at most 67108864 (the largest max_payload a NATS server allows)",
             ));
         }
-        let (public, admin) = (self.http.listen, self.http.admin_listen);
+        let (public, admin) = (self.listen, self.admin_listen);
         let overlapping_ips = public.ip() == admin.ip()
             || public.ip().is_unspecified()
             || admin.ip().is_unspecified();
@@ -430,20 +462,26 @@ impl Raw {
                 ),
             ));
         }
-        if self.http.max_in_flight == 0 {
+        if self.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
-        if self.http.body_timeout.is_zero() {
+        if self.body_timeout.is_zero() {
             return Err(invalid("http.body_timeout", "must be above 0"));
         }
-        if self.http.header_timeout.is_zero() {
+        if self.header_timeout.is_zero() {
             return Err(invalid("http.header_timeout", "must be above 0"));
         }
-        if self.nats.url.is_empty() {
+        Ok(())
+    }
+}
+
+impl NatsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
         // Neither message echoes the URL: it may hold a password.
-        for (i, url) in self.nats.url.iter().enumerate() {
+        for (i, url) in self.url.iter().enumerate() {
             let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
                 return Err(invalid(
                     "nats.url",
@@ -462,25 +500,30 @@ impl Raw {
                 ));
             }
         }
-        if self.nats.publish_timeout.is_zero() {
+        if self.publish_timeout.is_zero() {
             return Err(invalid("nats.publish_timeout", "must be above 0"));
         }
-        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
                 "nats.tls_cert_file",
                 "nats.tls_cert_file and nats.tls_key_file go together",
             ));
         }
-        if self.nats.password.is_some() && self.nats.user.is_none() {
+        if self.password.is_some() && self.user.is_none() {
             return Err(invalid(
                 "nats.user",
                 "nats.password is set without nats.user",
             ));
         }
-        let js = &self.jetstream;
-        if js.enabled {
-            let bad_name = js.stream.is_empty()
-                || js
+        Ok(())
+    }
+}
+
+impl JetStreamSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.enabled {
+            let bad_name = self.stream.is_empty()
+                || self
                     .stream
                     .chars()
                     .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
@@ -490,34 +533,23 @@ impl Raw {
                     "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
                 ));
             }
-            if js.replicas == 0 || js.replicas > 5 {
+            if self.replicas == 0 || self.replicas > 5 {
                 return Err(invalid("jetstream.replicas", "must be from 1 to 5"));
             }
-            if js.duplicate_window.is_zero() {
+            if self.duplicate_window.is_zero() {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must be above 0, or retried deliveries would be stored twice",
                 ));
             }
-            if !js.max_age.is_zero() && js.duplicate_window > js.max_age {
+            if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must not be longer than jetstream.max_age",
                 ));
             }
         }
-        Ok(Settings {
-            http: self.http,
-            nats: self.nats,
-            webhook: WebhookConfig {
-                path: self.webhook.path,
-                verifier: Verifier::new(secrets),
-                allow_unsigned: self.webhook.allow_unsigned,
-                prefix,
-            },
-            jetstream: self.jetstream,
-            log: self.log,
-        })
+        Ok(())
     }
 }
 

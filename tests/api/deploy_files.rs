@@ -290,6 +290,36 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
     for name in consumers {
         let service = compose.service(&name);
         let argv = container_argv(&service);
+        if let Some(script) = python_example(&argv) {
+            // A Python example on its own image: its healthcheck asks for
+            // its durable with the same script.
+            let check = service.healthcheck_test();
+            assert_eq!(
+                check,
+                ["python", argv[1].as_str(), "--healthcheck"],
+                "`{name}`'s healthcheck"
+            );
+            let source = read_repo_file(&format!("examples/python/{script}"));
+            let env = service.environment();
+            let durable = env.get("DURABLE").cloned().unwrap_or_else(|| {
+                source
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DEFAULT_DURABLE = \""))
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("examples/python/{script} names no DEFAULT_DURABLE"))
+                    .to_owned()
+            });
+            assert!(
+                durables.insert(durable.clone()),
+                "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+            assert_eq!(
+                env.get("FASTPIX_BRIDGE__NATS__URL").map(String::as_str),
+                Some("nats://nats:4222"),
+                "`{name}`"
+            );
+            continue;
+        }
         assert!(
             shipped.contains(&argv[0]),
             "`{name}` runs {}, which the image does not ship ({shipped:?})",
@@ -489,6 +519,22 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
             .any(|(op, a)| op == "RUN" && a.contains("cargo")),
         "nothing is built in the runtime stage"
     );
+}
+
+/// `python /app/<script>.py …` (a Python example from examples/python/,
+/// built into its own image): the script's name.
+pub fn python_example(argv: &[String]) -> Option<&str> {
+    match argv {
+        [python, script, ..] if python == "python" => {
+            let name = script.strip_prefix("/app/")?;
+            assert!(
+                repo_path(&format!("examples/python/{name}")).is_file(),
+                "{script} is not in examples/python/"
+            );
+            Some(name)
+        }
+        _ => None,
+    }
 }
 
 /// Example programs in `examples/` (the image ships each one).
@@ -849,47 +895,54 @@ fn the_readme_runs_the_stack_as_the_compose_file_defines_it() {
     }
 }
 
-/// The one service of a compose file that builds an image, and that image's
-/// name; panics unless there is exactly one, built from the project's
-/// Dockerfile and named.
+/// The one service of a compose file that builds the project's image (from
+/// the repository's Dockerfile), and that image's name; panics unless
+/// exactly one does, and unless no two services build the same context.
 fn the_one_build(compose: &Compose) -> (String, String) {
     let path = compose.path;
-    let builders: Vec<String> = compose
+    let context_of = |name: &str| match &compose.service(name).value["build"] {
+        Value::String(s) => compose.dir().join(s),
+        other => compose.dir().join(other["context"].as_str().unwrap_or(".")),
+    };
+    let builders: Vec<(String, std::path::PathBuf)> = compose
         .service_names()
         .into_iter()
         .filter(|n| compose.service(n).value.get("build").is_some())
+        .map(|n| {
+            let dir = context_of(&n);
+            let dir = dir.canonicalize().unwrap_or(dir);
+            (n, dir)
+        })
+        .collect();
+    let contexts: BTreeSet<_> = builders.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(
+        contexts.len(),
+        builders.len(),
+        "{path}: two services build the same image, so `up --build` builds it twice: {builders:?}"
+    );
+    let root = repo_path(".").canonicalize().expect("the repository");
+    let project: Vec<&String> = builders
+        .iter()
+        .filter(|(_, d)| *d == root)
+        .map(|(n, _)| n)
         .collect();
     assert_eq!(
-        builders.len(),
+        project.len(),
         1,
-        "{path}: exactly one service builds the image, so `up --build` builds it once: {builders:?}"
+        "{path}: exactly one service builds the project's image: {builders:?}"
     );
-    let built = compose.service(&builders[0]);
-    let context = match &built.value["build"] {
-        Value::String(s) => s.clone(),
-        other => other["context"].as_str().unwrap_or(".").to_owned(),
-    };
-    assert!(
-        compose.dir().join(&context).join("Dockerfile").is_file(),
-        "{path}: `{}` is not built from the project's Dockerfile",
-        built.name
-    );
-    let image = built.value["image"]
-        .as_str()
-        .unwrap_or_else(|| {
-            panic!(
-                "{path}: `{}` builds an image without naming it (`image:`)",
-                built.name
-            )
-        })
-        .to_owned();
-    // Always built here: a registry may hold another image of that name.
-    assert_eq!(
-        built.value["pull_policy"], "build",
-        "{path}: `{}`",
-        built.name
-    );
-    (builders[0].clone(), image)
+    for (name, _) in &builders {
+        let service = compose.service(name);
+        assert!(
+            service.value["image"].is_string(),
+            "{path}: `{name}` builds an image without naming it (`image:`)"
+        );
+        // Always built here: a registry may hold another image of that name.
+        assert_eq!(service.value["pull_policy"], "build", "{path}: `{name}`");
+    }
+    let built = compose.service(project[0]);
+    let image = built.value["image"].as_str().unwrap_or_default().to_owned();
+    (built.name.clone(), image)
 }
 
 #[test]
@@ -901,9 +954,11 @@ fn each_compose_stack_builds_one_image_and_every_project_service_runs_it() {
         for name in compose.service_names() {
             let service = compose.service(&name);
             let runs = service.value["image"].as_str().unwrap_or_default();
+            let other_build = service.value.get("build").is_some() && name != builder;
             if runs.starts_with("nats:")
                 || runs.starts_with("prom/")
                 || runs.starts_with("grafana/")
+                || other_build
             {
                 continue;
             }
