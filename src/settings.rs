@@ -88,10 +88,16 @@ pub struct HttpSettings {
     pub admin_listen: SocketAddr,
     /// Largest body accepted; also kept under the NATS server's `max_payload`.
     pub max_body_bytes: usize,
-    /// Requests handled at once; beyond it the bridge answers 503 at once
-    /// instead of queueing without bound. Bodies are buffered only for
-    /// these, so at most `max_in_flight × max_body_bytes` of body is held.
+    /// Requests handled at once. Bodies are buffered only for these, so at
+    /// most `max_in_flight × max_body_bytes` of body is held.
     pub max_in_flight: usize,
+    /// How long a delivery that finds every slot taken waits for one (first
+    /// come, first served) before it is refused with 503: absorbs bursts.
+    /// A waiting request has not read its body. `0s`: refuse at once.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Deliveries that may wait for a slot at once; beyond it, 503 at once.
+    pub max_queued: usize,
     /// A client must deliver its whole body within this, or gets 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -112,6 +118,8 @@ impl Default for HttpSettings {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             max_body_bytes: 1024 * 1024,
             max_in_flight: 256,
+            queue_timeout: Duration::from_secs(1),
+            max_queued: 1024,
             body_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
@@ -575,6 +583,8 @@ mod tests {
         assert_eq!(s.http.admin_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(s.http.max_body_bytes, 1_048_576);
         assert_eq!(s.http.max_in_flight, 256);
+        assert_eq!(s.http.queue_timeout, Duration::from_secs(1));
+        assert_eq!(s.http.max_queued, 1024);
         assert_eq!(s.http.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http.header_timeout, Duration::from_secs(10));
         assert_eq!(s.nats.url, vec!["nats://127.0.0.1:4222"]);
@@ -714,6 +724,14 @@ mod tests {
             (
                 &[("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "0")],
                 "http.max_in_flight",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__QUEUE_TIMEOUT", "briefly")],
+                "http.queue_timeout",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__MAX_QUEUED", "-1")],
+                "http.max_queued",
             ),
             (
                 &[("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "0s")],

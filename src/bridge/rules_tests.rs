@@ -163,7 +163,12 @@ fn bridge_with(sink: MemorySink, max_in_flight: usize, allow_unsigned: bool) -> 
         }),
         publisher: sink.clone(),
         in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        queued: Arc::default(),
+        // Refuse at once when full, so a rule's refusal needs no waiting.
+        queue_timeout: Duration::ZERO,
+        max_queued: 0,
         body_timeout: Duration::from_secs(10),
+        lingering: Arc::new(Semaphore::new(64)),
         metrics: metrics.clone(),
     };
     Bridge {

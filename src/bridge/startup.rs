@@ -24,6 +24,18 @@ use crate::settings::Settings;
 /// keeps memory flat under load: at 25k requests/s, 1 s holds ~800 KB.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// hyper's read buffer per connection, and so the largest request head.
+/// hyper's default (~400 KiB) is what a connection streaming a body grows
+/// its buffer to; with many connections reading (admitted bodies, lingering
+/// closes) that, not the bodies, would dominate memory. 64 KiB reads bodies
+/// as fast and leaves room for any sane head (`431` beyond it).
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// Connections allowed to linger after an early answer at once; beyond it a
+/// connection is closed at once, as before lingering existed. With
+/// [`READ_BUFFER_MAX`] that bounds lingering to 4 MiB.
+const LINGERING_MAX: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr} (setting `{key}`): {source}")]
@@ -72,6 +84,10 @@ impl Application {
             webhook: Arc::new(settings.webhook.clone()),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
+            queued: Arc::default(),
+            lingering: Arc::new(Semaphore::new(LINGERING_MAX)),
+            queue_timeout: settings.http.queue_timeout,
+            max_queued: settings.http.max_queued,
             body_timeout: settings.http.body_timeout,
             metrics,
         };
@@ -137,7 +153,8 @@ impl Application {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(http.header_timeout);
+            .header_read_timeout(http.header_timeout)
+            .max_buf_size(READ_BUFFER_MAX);
         let service = TowerToHyperService::new(app(self.state));
         let graceful = GracefulShutdown::new();
         // Kept so that what still runs after the grace period can be stopped.

@@ -21,6 +21,8 @@ pub const EVENTS_PUBLISHED_TOTAL: &str = "fastpix_bridge_events_published_total"
 pub const REQUEST_DURATION: &str = "fastpix_bridge_request_duration_seconds";
 pub const PUBLISH_DURATION: &str = "fastpix_bridge_publish_duration_seconds";
 pub const PUBLISHES_IN_FLIGHT: &str = "fastpix_bridge_publishes_in_flight";
+pub const SLOT_WAIT: &str = "fastpix_bridge_slot_wait_seconds";
+pub const REQUESTS_WAITING: &str = "fastpix_bridge_requests_waiting";
 pub const NATS_CONNECTED: &str = "fastpix_bridge_nats_connected";
 pub const READY: &str = "fastpix_bridge_ready";
 pub const BUILD_INFO: &str = "fastpix_bridge_build_info";
@@ -46,6 +48,8 @@ struct Inner {
     request_duration: Histogram,
     publish_duration: Histogram,
     publishes_in_flight: Gauge,
+    slot_wait: Histogram,
+    requests_waiting: Gauge,
     nats_connected: Gauge,
     ready: Gauge,
 }
@@ -96,6 +100,16 @@ impl Metrics {
             PUBLISHES_IN_FLIGHT,
             None,
             "Messages published and not yet acknowledged.",
+        );
+        describe(
+            SLOT_WAIT,
+            Some(Unit::Seconds),
+            "Time a delivery that found every slot taken waited for one (admitted or refused).",
+        );
+        describe(
+            REQUESTS_WAITING,
+            None,
+            "Deliveries waiting for a slot (http.max_in_flight) right now.",
         );
         describe(
             NATS_CONNECTED,
@@ -154,6 +168,8 @@ impl Metrics {
             request_duration: recorder.register_histogram(&plain(REQUEST_DURATION), &METADATA),
             publish_duration: recorder.register_histogram(&plain(PUBLISH_DURATION), &METADATA),
             publishes_in_flight: recorder.register_gauge(&plain(PUBLISHES_IN_FLIGHT), &METADATA),
+            slot_wait: recorder.register_histogram(&plain(SLOT_WAIT), &METADATA),
+            requests_waiting: recorder.register_gauge(&plain(REQUESTS_WAITING), &METADATA),
             nats_connected: recorder.register_gauge(&plain(NATS_CONNECTED), &METADATA),
             ready: recorder.register_gauge(&plain(READY), &METADATA),
         };
@@ -182,6 +198,16 @@ impl Metrics {
         }
     }
 
+    /// Counts a delivery as waiting for a slot until the returned guard is
+    /// dropped, which records how long it waited.
+    pub fn waiting_for_slot(&self) -> SlotWait {
+        self.inner.requests_waiting.increment(1.0);
+        SlotWait {
+            metrics: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
     /// The Prometheus text exposition, with the NATS state as of now.
     pub fn render(&self, nats_connected: bool, ready: bool) -> String {
         let as_gauge = |b: bool| if b { 1.0 } else { 0.0 };
@@ -195,6 +221,22 @@ impl Metrics {
     /// memory grow between scrapes.
     pub fn run_upkeep(&self) {
         self.inner.handle.run_upkeep();
+    }
+}
+
+/// One delivery waiting for a slot.
+pub struct SlotWait {
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Drop for SlotWait {
+    // On drop, so a wait that ends any way (admitted, timed out, or the
+    // request abandoned) leaves the gauge and is timed.
+    fn drop(&mut self) {
+        let inner = &self.metrics.inner;
+        inner.requests_waiting.decrement(1.0);
+        inner.slot_wait.record(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -252,7 +294,13 @@ mod tests {
             "{in_flight}"
         );
         timer.acknowledged();
+        let waiting = m.waiting_for_slot();
         let text = m.render(true, true);
+        assert!(text.contains(&format!("{REQUESTS_WAITING} 1")), "{text}");
+        drop(waiting);
+        let text = m.render(true, true);
+        assert!(text.contains(&format!("{REQUESTS_WAITING} 0")), "{text}");
+        assert!(text.contains(&format!("{SLOT_WAIT}_count 1")), "{text}");
         assert!(text.contains(&format!("{REQUESTS_TOTAL}{{outcome=\"published\"}} 2")));
         assert!(text.contains(&format!(
             "{EVENTS_PUBLISHED_TOTAL}{{family=\"simulcast\"}} 1"
