@@ -96,7 +96,6 @@ pub fn external_tool(var: &str) -> Option<PathBuf> {
     }
 }
 
-
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -437,6 +436,16 @@ impl StoredMessage {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A header's value as sent to the bridge: percent-decoded (the bridge
+    /// writes every value as the CloudEvents NATS binding does).
+    pub fn decoded_header(&self, name: &str) -> Option<String> {
+        let raw = self.header(name)?;
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .unwrap_or_else(|e| panic!("{name}: {raw:?} does not decode: {e}"));
+        Some(decoded.into_owned())
     }
 }
 

@@ -11,6 +11,7 @@ mod deploy_files;
 mod edge;
 mod faults;
 mod fuzz;
+mod headers;
 mod helpers;
 mod logs;
 mod metrics;

@@ -250,7 +250,11 @@ async fn signed_bodies_that_are_not_events_get_400_and_are_kept_on_invalid() {
     for (m, (body, reason)) in stored.iter().zip(&cases) {
         assert_eq!(m.subject, "fastpix.invalid");
         assert_eq!(m.payload, body.as_bytes());
-        assert!(m.header("FastPix-Bridge-Error").unwrap().contains(reason));
+        assert!(
+            m.decoded_header("FastPix-Bridge-Error")
+                .unwrap()
+                .contains(reason)
+        );
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
         assert_eq!(m.header("Nats-Msg-Id"), Some(hash.as_str()));
     }
