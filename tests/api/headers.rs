@@ -94,6 +94,9 @@ async fn non_ascii_and_percent_in_event_fields_read_back_the_same_in_nats_py() {
         .map(|(name, encoded, original)| (name, (encoded, original))),
     );
 
+    let stored = stream_messages(&nats.client().await, "FASTPIX").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].seq, seq, "the answer names the stored message");
     let read = read_with_nats_py(&python, &nats, "FASTPIX", seq);
     // The subject mapping is unchanged: non-ASCII becomes `_` in the subject.
     assert_eq!(read["subject"], "fastpix.vid_o.m_dia.pr_t", "{read}");

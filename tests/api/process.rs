@@ -8,7 +8,7 @@ use crate::sender::{assert_each_stored_exactly_once, send_with_retries};
 #[tokio::test]
 async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
     let nats = NatsServer::start();
-    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let mut bridge = BridgeProcess::start(&bridge_env(&nats));
     let url = bridge.url("/webhooks/fastpix");
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
@@ -61,15 +61,8 @@ async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
 #[tokio::test]
 async fn sigint_also_stops_cleanly() {
     let nats = NatsServer::start();
-    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            reqwest::get(bridge.url("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await
-    );
+    let mut bridge = BridgeProcess::start(&bridge_env(&nats));
+    bridge.wait_ready().await;
     let pid = bridge_pid(&bridge);
     std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -117,7 +110,7 @@ async fn bad_settings_stop_the_process_with_the_setting_named() {
 #[tokio::test]
 async fn a_retrying_sender_gets_every_event_stored_exactly_once() {
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     let report = send_with_retries(
         &bridge.url("/webhooks/fastpix"),
         4,
@@ -144,7 +137,7 @@ fn healthcheck(url: &str) -> (Option<i32>, String) {
 #[tokio::test]
 async fn the_healthcheck_command_follows_readiness() {
     let mut nats = NatsServer::start();
-    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     let readyz = bridge.url("/readyz");
     assert!(
         eventually(Duration::from_secs(20), || async {
