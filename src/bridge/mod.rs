@@ -1,9 +1,13 @@
 //! The receiving side: [`routes`] speaks HTTP (body limits, the in-flight
 //! bound, status codes), [`ingest`] applies the delivery rules independent of
 //! HTTP, [`error`] maps each failure to its answer, and [`startup`] wires the
-//! public and admin listeners and shuts them down.
+//! public and admin listeners and shuts them down. The delivery rules are
+//! unit-tested through the router against an in-memory sink
+//! (`rules_tests`).
 
 pub mod error;
 pub mod ingest;
 pub mod routes;
+#[cfg(test)]
+mod rules_tests;
 pub mod startup;

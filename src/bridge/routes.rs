@@ -22,15 +22,17 @@ use crate::bridge::ingest::{self, Accepted, Delivery};
 use crate::fastpix::signature::SIGNATURE_HEADER;
 use crate::nats::headers;
 use crate::nats::publisher::Publisher;
+use crate::nats::sink::Sink;
 use crate::ops::metrics::Metrics;
 use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
 
-/// What every handler shares.
+/// What every handler shares. `S` is where events are stored: the JetStream
+/// publisher, or an in-memory sink in the delivery rules' tests.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState<S = Publisher> {
     pub webhook: Arc<WebhookConfig>,
-    pub publisher: Publisher,
+    pub publisher: S,
     /// Bounds the deliveries handled at once (`http.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
     /// `http.body_timeout`.
@@ -39,25 +41,25 @@ pub struct AppState {
 }
 
 /// The public router, the one FastPix reaches; tests can drive it without a socket.
-pub fn app(state: AppState) -> Router {
+pub fn app<S: Sink>(state: AppState<S>) -> Router {
     // One Arc, so each request clones one pointer rather than every field.
     let state = Arc::new(state);
     Router::new()
-        .route(&state.webhook.path.clone(), post(receive))
+        .route(&state.webhook.path.clone(), post(receive::<S>))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 /// The admin router: metrics and probes, on a port that need not be public.
-pub fn admin(state: AppState) -> Router {
+pub fn admin<S: Sink>(state: AppState<S>) -> Router {
     let state = Arc::new(state);
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -75,7 +77,7 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Request) -> Response {
     let started = Instant::now();
     // `debug`, so that at the default level a request costs no span.
     let span = tracing::debug_span!(
@@ -115,7 +117,7 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
     response
 }
 
-async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
+async fn handle<S: Sink>(state: &AppState<S>, request: Request) -> Result<Accepted, WebhookError> {
     // Refuse at once when full, before reading a byte of the body.
     let _permit = state
         .in_flight
@@ -189,14 +191,14 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics<S: Sink>(State(state): State<Arc<AppState<S>>>) -> Response {
     let p = &state.publisher;
     let text = state.metrics.render(p.is_connected(), p.is_ready());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+async fn readyz<S: Sink>(State(state): State<Arc<AppState<S>>>) -> Response {
     let p = &state.publisher;
     let body = serde_json::json!({
         "status": if p.is_ready() { "ready" } else { "not ready" },

@@ -623,6 +623,61 @@ mod tests {
             .map(|f| f.iter().map(|f| f.to_string()).collect())
     }
 
+    /// The family label the bridge's metrics count an event of `event_type` under.
+    fn counted_as(event_type: &str) -> String {
+        use crate::ops::metrics::{EVENTS_PUBLISHED_TOTAL, Metrics};
+        let m = Metrics::new();
+        m.event_published(Family::of_type(event_type));
+        let text = m.render(true, true);
+        let counted: Vec<&str> = crate::fastpix::catalog::LABELS
+            .into_iter()
+            .filter(|f| text.contains(&format!("{EVENTS_PUBLISHED_TOTAL}{{family=\"{f}\"}} 1")))
+            .collect();
+        assert_eq!(counted.len(), 1, "{event_type}: {text}");
+        counted[0].to_owned()
+    }
+
+    /// The families whose `subscribe <family>` receives an event of `event_type`.
+    fn subscribed_by(event_type: &str) -> Vec<&'static str> {
+        let prefix = SubjectPrefix::default();
+        let subject = crate::fastpix::subject::subject_for_type(&prefix, event_type).unwrap();
+        Family::ALL
+            .into_iter()
+            .filter(|f| {
+                resolve_filters(&prefix, &[f.name().to_owned()])
+                    .unwrap()
+                    .iter()
+                    .any(|filter| filter.matches(subject.as_str()))
+            })
+            .map(Family::name)
+            .collect()
+    }
+
+    #[test]
+    fn metrics_and_subscribe_agree_on_every_catalogued_type() {
+        for t in crate::fastpix::catalog::known_types() {
+            let subscribed = subscribed_by(t);
+            assert!(subscribed.len() <= 1, "{t} is in {subscribed:?}");
+            let want = subscribed.first().copied().unwrap_or("other");
+            assert_eq!(counted_as(t), want, "{t}");
+        }
+        // Where two classifications once disagreed, the webhook page decides.
+        for (t, family) in [
+            ("video.live_stream.simulcast_target.created", "simulcast"),
+            ("video.asset.created", "live_stream"),
+            ("Video.media.live_stream.created", "upload"),
+            ("video.mediaAI.summary.ready", "other"),
+        ] {
+            assert_eq!(counted_as(t), family, "{t}");
+            let subscribed = subscribed_by(t);
+            assert_eq!(
+                subscribed.first().copied().unwrap_or("other"),
+                family,
+                "{t}"
+            );
+        }
+    }
+
     #[test]
     fn filters_default_to_everything_and_expand_families() {
         assert_eq!(resolve(&[]).unwrap(), ["fastpix.>"]);

@@ -1,54 +1,26 @@
 //! Publishing to NATS: the connection, the JetStream stream, and one call,
 //! [`Publisher::publish`], that returns only once a message is stored (or, in
-//! core mode, flushed) and never waits longer than the publish timeout.
+//! core mode, flushed) and never waits longer than the publish timeout. The
+//! publisher is the bridge's [`Sink`].
 //!
 //! Nothing here knows about HTTP, so the same path serves any future input.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions, HeaderMap};
-use bytes::Bytes;
+use async_nats::{Client, ConnectOptions};
 use tokio::sync::Notify;
 
-use crate::fastpix::subject::{Subject, SubjectPrefix};
+use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::connection::ConnectError;
+use crate::nats::sink::Sink;
+pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
 use crate::settings::{HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage};
-
-/// One message ready to publish.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub subject: Subject,
-    pub headers: HeaderMap,
-    pub payload: Bytes,
-}
-
-/// Proof of storage, as the JetStream ack gave it. `stream`/`seq` are absent
-/// in core mode, where nothing is stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Stored {
-    pub subject: async_nats::Subject,
-    pub stream: Option<String>,
-    pub seq: Option<u64>,
-    pub duplicate: bool,
-}
-
-/// Why a message was not stored. Every variant means "try again later".
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("not connected to NATS")]
-    Disconnected,
-    #[error("the stream is not in place yet")]
-    StreamNotReady,
-    #[error("no acknowledgement within {0:?}")]
-    Timeout(Duration),
-    #[error("NATS refused the publish: {0}")]
-    Refused(String),
-}
 
 /// State shared between the publisher, its background task and readiness.
 struct Shared {
@@ -267,6 +239,28 @@ impl Publisher {
         if let Err(e) = self.shared.client.drain().await {
             tracing::warn!(error = %e, "draining the NATS connection failed");
         }
+    }
+}
+
+impl Sink for Publisher {
+    fn publish(&self, msg: Outgoing) -> impl Future<Output = Result<Stored, PublishError>> + Send {
+        Publisher::publish(self, msg)
+    }
+
+    fn body_limit(&self) -> usize {
+        Publisher::body_limit(self)
+    }
+
+    fn is_connected(&self) -> bool {
+        Publisher::is_connected(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        Publisher::is_ready(self)
+    }
+
+    fn stream_name(&self) -> Option<&str> {
+        Publisher::stream_name(self)
     }
 }
 

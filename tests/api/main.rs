@@ -16,6 +16,7 @@ mod headers;
 mod helpers;
 mod logs;
 mod metrics;
+mod observability;
 mod process;
 mod security;
 mod sender;
