@@ -432,7 +432,7 @@ async fn open(
                 .await?
                 .messages()
                 .await
-                .map_err(|e| BindError::Nats(format!("cannot read stream `{stream}`: {e}")))?;
+                .map_err(|e| BindError::nats(format!("cannot read stream `{stream}`"), e))?;
             let from = match start {
                 Start::Since(t) => created_at(*t),
                 _ => "its first event".to_owned(),
@@ -463,14 +463,14 @@ async fn live(
             Some(q) => client.queue_subscribe(subject, q.to_owned()).await,
             None => client.subscribe(subject).await,
         }
-        .map_err(|e| BindError::Nats(format!("cannot subscribe to {filter}: {e}")))?;
+        .map_err(|e| BindError::nats(format!("cannot subscribe to {filter}"), e))?;
         subscriptions.push(sub);
     }
     // The server has the subscriptions once it answers a flush's ping.
     client
         .flush()
         .await
-        .map_err(|e| BindError::Nats(format!("cannot subscribe: {e}")))?;
+        .map_err(|e| BindError::nats("cannot subscribe", e))?;
     let merged = futures_util::stream::select_all(subscriptions).map(|msg| {
         Ok(Incoming {
             subject: msg.subject.to_string(),

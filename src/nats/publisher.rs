@@ -58,7 +58,7 @@ impl Publisher {
         let client = options
             .connect(nats.url.clone())
             .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+            .map_err(ConnectError::Connect)?;
 
         let jetstream = js.enabled.then(|| {
             let mut ctx = jetstream::new(client.clone());
@@ -195,7 +195,7 @@ impl Publisher {
                     let ack = ctx
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?
+                        .map_err(|e| PublishError::Refused(e.into()))?
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
@@ -210,11 +210,11 @@ impl Publisher {
                     client
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     client
                         .flush()
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     Ok(Stored {
                         subject,
                         stream: None,
@@ -267,7 +267,7 @@ impl Sink for Publisher {
 fn refused_or_timeout(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
     match e.kind() {
         jetstream::context::PublishErrorKind::TimedOut => PublishError::Timeout(timeout),
-        _ => PublishError::Refused(e.to_string()),
+        _ => PublishError::Refused(e.into()),
     }
 }
 
