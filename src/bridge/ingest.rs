@@ -262,8 +262,7 @@ mod tests {
 
     #[test]
     fn header_values_are_percent_encoded_outside_printable_ascii() {
-        let body =
-            "{\"type\":\"vid\u{e9}o.ready\",\"id\":\"e 1%\",\"workspace\":{\"id\":\"w\u{2028}\"}}";
+        let body = "{\"type\":\"vid\u{e9}o.ready\",\"id\":\"e 1%\",\"object\":{\"id\":\"%\"},\"workspace\":{\"id\":\"w\u{2028}\"}}";
         let Envelope::Event(mut f) = Envelope::parse(body.as_bytes()).unwrap() else {
             panic!()
         };
@@ -276,6 +275,7 @@ mod tests {
         assert_eq!(get("Nats-Msg-Id").as_deref(), Some("e%201%25"));
         assert_eq!(get("FastPix-Event-Id").as_deref(), Some("e%201%25"));
         assert_eq!(get("FastPix-Workspace-Id").as_deref(), Some("w%E2%80%A8"));
+        assert_eq!(get("FastPix-Object-Id").as_deref(), Some("%25"));
     }
 
     #[test]

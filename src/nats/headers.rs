@@ -51,7 +51,12 @@ const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 /// (no allocation) when nothing needs encoding, which is every value FastPix
 /// sends today.
 pub fn encode_value(value: &str) -> Cow<'_, str> {
-    utf8_percent_encode(value, ENCODED).into()
+    match utf8_percent_encode(value, ENCODED).into() {
+        // A value of one escaped byte comes back borrowed from the crate's
+        // table of escapes: borrowed must mean unchanged.
+        Cow::Borrowed(escape) if escape.len() != value.len() => Cow::Owned(escape.to_owned()),
+        encoded => encoded,
+    }
 }
 
 /// The value [`encode_value`] was given; `None` when the escapes do not
@@ -78,6 +83,9 @@ mod tests {
             "vid%C3%A9o.m%C3%A9dia.pr%C3%AAt"
         );
         assert_eq!(encode_value("100%"), "100%25");
+        for lone in ["%", " ", "\"", "\u{7f}"] {
+            assert!(matches!(encode_value(lone), Cow::Owned(_)), "{lone:?}");
+        }
         assert_eq!(encode_value("a\"b\r\n\t\u{7f}"), "a%22b%0D%0A%09%7F");
         let plain = "video.live_stream.simulcast_target.created:{id}/[x]=~!";
         assert!(matches!(encode_value(plain), Cow::Borrowed(b) if b == plain));
