@@ -2,6 +2,8 @@
 //! signature check, envelope reading, header building, publishing.
 //! The HTTP layer only reads the body and maps the result to a status.
 
+use std::borrow::Cow;
+
 use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -9,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::bridge::error::WebhookError;
 use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
-use crate::nats::headers::names;
+use crate::nats::headers::{encode_value, names};
 use crate::nats::sink::{Outgoing, Sink, Stored};
 use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
@@ -199,15 +201,16 @@ fn is_traceparent(s: &str) -> bool {
 }
 
 fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    insert_owned(h, name, value.to_owned());
+    h.insert(name, encode_value(value).into_owned());
 }
 
-/// Values reaching here were checked for control characters; one that
-/// somehow has a line break is left out, since async-nats would panic on it.
+/// As [`insert`], reusing `value`'s allocation when it needs no encoding.
 fn insert_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
-    if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
-        h.insert(name, async_nats::HeaderValue::from(value));
-    }
+    let value = match encode_value(&value) {
+        Cow::Borrowed(_) => value,
+        Cow::Owned(encoded) => encoded,
+    };
+    h.insert(name, value);
 }
 
 #[cfg(test)]
@@ -255,6 +258,24 @@ mod tests {
         let h = event_headers(&mut f, body, Some("garbage"));
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
         assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded_outside_printable_ascii() {
+        let body = "{\"type\":\"vid\u{e9}o.ready\",\"id\":\"e 1%\",\"object\":{\"id\":\"%\"},\"workspace\":{\"id\":\"w\u{2028}\"}}";
+        let Envelope::Event(mut f) = Envelope::parse(body.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let h = event_headers(&mut f, body.as_bytes(), None);
+        let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            get("FastPix-Event-Type").as_deref(),
+            Some("vid%C3%A9o.ready")
+        );
+        assert_eq!(get("Nats-Msg-Id").as_deref(), Some("e%201%25"));
+        assert_eq!(get("FastPix-Event-Id").as_deref(), Some("e%201%25"));
+        assert_eq!(get("FastPix-Workspace-Id").as_deref(), Some("w%E2%80%A8"));
+        assert_eq!(get("FastPix-Object-Id").as_deref(), Some("%25"));
     }
 
     #[test]

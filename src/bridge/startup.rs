@@ -120,17 +120,17 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (at most `http.shutdown_grace`) and drains
     /// the NATS connection. The admin listener answers until the end, so
-    /// metrics can be scraped while the bridge drains.
-    ///
-    /// Connections are served by hyper (HTTP/1.1) directly rather than by
-    /// `axum::serve`, which sets no timer and so cannot cut off a client that
-    /// sends its headers slowly or never (`http.header_timeout`).
+    /// metrics can be scraped while the bridge drains; then it is drained
+    /// the same way.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let publisher = self.state.publisher.clone();
-        let http = self.settings.http.clone();
+        let timeouts = Timeouts {
+            header: self.settings.http.header_timeout,
+            shutdown_grace: self.settings.http.shutdown_grace,
+        };
         tracing::info!(
             addr = %self.local_addr(),
             path = %self.settings.webhook.path,
@@ -140,8 +140,16 @@ impl Application {
             addr = %self.admin_addr(),
             "admin listening: /metrics, /healthz, /readyz"
         );
-        let admin_server =
-            tokio::spawn(axum::serve(self.admin_listener, admin(self.state.clone())).into_future());
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = tokio::spawn(serve(
+            "admin",
+            self.admin_listener,
+            admin(self.state.clone()),
+            timeouts,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
         let metrics = self.state.metrics.clone();
         let upkeep = tokio::spawn(async move {
             let mut every = tokio::time::interval(METRICS_UPKEEP_EVERY);
@@ -150,55 +158,85 @@ impl Application {
                 metrics.run_upkeep();
             }
         });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(http.header_timeout)
-            .max_buf_size(READ_BUFFER_MAX);
-        let service = TowerToHyperService::new(app(self.state));
-        let graceful = GracefulShutdown::new();
-        // Kept so that what still runs after the grace period can be stopped.
-        let mut connections = tokio::task::JoinSet::new();
-        let listener = self.listener;
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
-            while connections.try_join_next().is_some() {}
-            connections.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        // Closing the listener makes new connections fail at once, so senders retry elsewhere.
-        drop(listener);
-        tracing::info!("shutting down: no new connections; finishing in-flight requests");
-        if tokio::time::timeout(http.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?http.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
-            connections.shutdown().await;
-        }
+        serve("public", self.listener, app(self.state), timeouts, shutdown).await;
         publisher.drain().await;
-        admin_server.abort();
+        let _ = stop_admin.send(());
+        if let Err(e) = admin_server.await {
+            tracing::warn!(error = %e, "the admin listener's task failed");
+        }
         upkeep.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `http.header_timeout` and `http.shutdown_grace`, which both listeners obey.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    shutdown_grace: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` completes, then closes the
+/// listener (new connections fail at once, so senders retry elsewhere) and
+/// lets open connections finish their requests for at most
+/// `shutdown_grace` before stopping them. Both listeners go through
+/// here.
+///
+/// Connections are served by hyper (HTTP/1.1) directly rather than by
+/// `axum::serve`, which sets no timer and so cannot cut off a client that
+/// sends its headers slowly or never (`http.header_timeout`).
+async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header)
+        .max_buf_size(READ_BUFFER_MAX);
+    let service = TowerToHyperService::new(router);
+    let graceful = GracefulShutdown::new();
+    // Kept so that what still runs after the grace period can be stopped.
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(stream), service.clone()));
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        listener = name,
+        "shutting down: no new connections; finishing in-flight requests"
+    );
+    if tokio::time::timeout(timeouts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = name, grace = ?timeouts.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
+        connections.shutdown().await;
     }
 }
 

@@ -551,13 +551,15 @@ async fn pump(mut source: Source, json: bool, count: Option<u64>) -> ExitCode {
 /// `time  subject  id=…  object=type/id  workspace=…`, from the payload when
 /// it is an event, from the headers otherwise.
 fn human_line(incoming: &Incoming) -> String {
-    let header = |name: &str| {
-        incoming
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
+    let header =
+        |name: &str| {
+            incoming.headers.as_ref().and_then(|h| h.get(name)).map(
+                |v| match headers::decode_value(v.as_str()) {
+                    Some(decoded) => decoded.into_owned(),
+                    None => v.as_str().to_owned(),
+                },
+            )
+        };
     let event = Event::from_json(&incoming.payload).ok();
     let time = event
         .as_ref()
@@ -796,7 +798,7 @@ mod tests {
             "2026-05-11T20:42:16.361817248Z  fastpix.video.media.ready  id=e1  object=media/m1  workspace=w1  seq=7\n"
         );
         let mut h = HeaderMap::new();
-        h.insert(headers::BRIDGE_ERROR, "body is not a JSON object");
+        h.insert(headers::BRIDGE_ERROR, "body%20is%20not%20a%20JSON%20object");
         let invalid = Incoming {
             subject: "fastpix.invalid".into(),
             payload: Bytes::from_static(b"[1]"),

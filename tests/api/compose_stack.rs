@@ -129,8 +129,8 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
     let mut bridge_env = bridge_service.environment();
     let nats_url = localize_urls(&bridge_env["FASTPIX_BRIDGE__NATS__URL"], &hosts);
     bridge_env.insert("FASTPIX_BRIDGE__NATS__URL".into(), nats_url.clone());
-    let port = free_port();
-    let bridge = BridgeProcess::start(port, &bridge_env.clone().into_iter().collect::<Vec<_>>());
+    let bridge = BridgeProcess::start(&bridge_env.clone().into_iter().collect::<Vec<_>>());
+    let port = bridge.addr.port();
     wait_healthy(&bridge_service, port, &BTreeMap::new()).await;
 
     let consumer_envs: BTreeMap<String, BTreeMap<String, String>> = consumer_services(&compose)

@@ -15,22 +15,6 @@ const EVENTS: usize = 2000;
 /// Total time the senders may take; a fault test must stay under a minute.
 const SEND_DEADLINE: Duration = Duration::from_secs(50);
 
-fn env_with(nats: &NatsServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = bridge_env(nats);
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
-}
-
-async fn wait_ready(bridge: &BridgeProcess) {
-    let ready = eventually(Duration::from_secs(20), || async {
-        reqwest::get(bridge.url("/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "bridge not ready:\n{}", bridge.log_text());
-}
-
 /// Messages in the stream, or 0 while it cannot be asked.
 async fn stored_count(client: &async_nats::Client) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
@@ -73,11 +57,11 @@ fn assert_the_fault_was_felt(report: &SendReport) {
 async fn nats_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
     let started = Instant::now();
     let mut nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(&nats, &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")]),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let sending =
         tokio::spawn(async move { send_with_retries(&url, SENDERS, EVENTS, SEND_DEADLINE).await });
@@ -101,10 +85,10 @@ async fn nats_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
 async fn bridge_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
     let started = Instant::now();
     let nats = NatsServer::start();
-    let port = free_port();
     let env = bridge_env(&nats);
-    let mut first = BridgeProcess::start(port, &env);
-    wait_ready(&first).await;
+    let mut first = BridgeProcess::start(&env);
+    let addr = first.addr;
+    first.wait_ready().await;
     let url = first.url("/webhooks/fastpix");
     let sending =
         tokio::spawn(async move { send_with_retries(&url, SENDERS, EVENTS, SEND_DEADLINE).await });
@@ -118,7 +102,7 @@ async fn bridge_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
         first.log_text()
     );
     // A new bridge on the same port, as a supervisor or an orchestrator would start it.
-    let second = tokio::task::spawn_blocking(move || BridgeProcess::start(port, &env))
+    let second = tokio::task::spawn_blocking(move || BridgeProcess::start_on(addr, &env))
         .await
         .expect("start the second bridge");
 
@@ -139,11 +123,11 @@ async fn frozen_storage_gets_503_within_the_publish_timeout_and_nothing_acked_is
     let started = Instant::now();
     let publish_timeout = Duration::from_secs(2);
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(&nats, &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")]),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let sender_url = url.clone();
     let sending = tokio::spawn(async move {
@@ -157,7 +141,7 @@ async fn frozen_storage_gets_503_within_the_publish_timeout_and_nothing_acked_is
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let run = format!("frozen-{}", free_port());
+    let run = format!("frozen-{}", uuid::Uuid::new_v4());
     let mut probes = Vec::new();
     for i in 0..3 {
         let id = format!("{run}-{i}");
@@ -267,19 +251,16 @@ async fn overload_is_refused_within_the_queue_timeout_with_retry_after_and_memor
     const RSS_CEILING_KIB: u64 = 200 * 1024;
     let started = Instant::now();
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(
-            &nats,
-            &[
-                ("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "16"),
-                ("FASTPIX_BRIDGE__HTTP__MAX_QUEUED", "64"),
-                ("FASTPIX_BRIDGE__HTTP__QUEUE_TIMEOUT", "1s"),
-                ("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "60s"),
-            ],
-        ),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[
+            ("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "16"),
+            ("FASTPIX_BRIDGE__HTTP__MAX_QUEUED", "64"),
+            ("FASTPIX_BRIDGE__HTTP__QUEUE_TIMEOUT", "1s"),
+            ("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "60s"),
+        ],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let pid = bridge.pid().expect("bridge running");
 
@@ -290,7 +271,7 @@ async fn overload_is_refused_within_the_queue_timeout_with_retry_after_and_memor
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut flood = Vec::new();
     for _ in 0..FLOOD {
-        let (tx, port) = (tx.clone(), bridge.port);
+        let (tx, port) = (tx.clone(), bridge.addr.port());
         flood.push(tokio::spawn(async move {
             let asked = Instant::now();
             let answer = never_finishing_post(port).await;
@@ -392,8 +373,8 @@ async fn a_flood_against_the_manifest_settings_stays_under_the_manifest_memory_l
     };
     let max_in_flight = setting("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", 256);
     let max_body = setting("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", 1 << 20);
-    let bridge = BridgeProcess::start(free_port(), &env);
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&env);
+    bridge.wait_ready().await;
     let pid = bridge.pid().expect("bridge running");
 
     // Just under the limit the bridge applies (the test server's
@@ -403,7 +384,7 @@ async fn a_flood_against_the_manifest_settings_stays_under_the_manifest_memory_l
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut flood = Vec::new();
     for _ in 0..flood_size {
-        let (tx, port) = (tx.clone(), bridge.port);
+        let (tx, port) = (tx.clone(), bridge.addr.port());
         flood.push(tokio::spawn(async move {
             let answer = never_finishing_post_of(port, body).await;
             let _ = tx.send(answer);

@@ -3,6 +3,7 @@
 //! `fuzz`, the fuzz target's checks on a fixed corpus. All modules build into
 //! one test binary.
 
+mod admin;
 mod bursts;
 mod cluster;
 mod compose_stack;
@@ -12,6 +13,7 @@ mod deploy_files;
 mod edge;
 mod faults;
 mod fuzz;
+mod headers;
 mod helpers;
 mod logs;
 mod metrics;
