@@ -133,6 +133,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let client = match consumer::connect(&settings.nats, DURABLE, Patience::Forever).await {
         Ok(c) => c,
         Err(e) => {
@@ -141,11 +149,11 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::LiveStream.filters(&settings.webhook.prefix);
+    let filters = Family::LiveStream.filters(&webhook.prefix);
     let mut streams = Worker::default();
     tracing::info!(servers = ?settings.nats.url, consumer = DURABLE, "starting");
     let worker = DurableWorker {
-        stream: &settings.jetstream.stream,
+        stream: &webhook.stream,
         durable: DURABLE,
         filters: &filters,
         start: Start::All,

@@ -131,6 +131,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Names this copy in its lines, so a scaled stack shows who did what.
     let copy = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
     let client = match consumer::connect(&settings.nats, GROUP, Patience::Forever).await {
@@ -141,11 +149,11 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::Media.filters(&settings.webhook.prefix);
+    let filters = Family::Media.filters(&webhook.prefix);
     let mut catalogue = Catalogue::default();
     tracing::info!(servers = ?settings.nats.url, group = GROUP, copy = %copy, "starting");
     let worker = DurableWorker {
-        stream: &settings.jetstream.stream,
+        stream: &webhook.stream,
         durable: GROUP,
         filters: &filters,
         start: Start::All,

@@ -29,7 +29,8 @@ use crate::settings::WebhookConfig;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub webhook: Arc<WebhookConfig>,
+    /// Every webhook served; a route knows its webhook by its index here.
+    pub webhooks: Arc<[WebhookConfig]>,
     pub publisher: Publisher,
     /// Bounds the deliveries handled at once (`http.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
@@ -42,8 +43,18 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     // One Arc, so each request clones one pointer rather than every field.
     let state = Arc::new(state);
-    Router::new()
-        .route(&state.webhook.path.clone(), post(receive))
+    let mut router = Router::new();
+    for (index, webhook) in state.webhooks.iter().enumerate() {
+        router = router.route(
+            &webhook.path,
+            post(
+                move |State(state): State<Arc<AppState>>, request: Request| {
+                    receive(state, index, request)
+                },
+            ),
+        );
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -75,30 +86,34 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn receive(state: Arc<AppState>, index: usize, request: Request) -> Response {
     let started = Instant::now();
+    let webhook = &state.webhooks[index];
     // `debug`, so that at the default level a request costs no span.
     let span = tracing::debug_span!(
         "webhook",
+        webhook = webhook.name.as_str(),
         event_id = Empty,
         event_type = Empty,
         subject = Empty,
         traceparent = Empty
     );
-    let result = handle(&state, request).instrument(span.clone()).await;
+    let result = handle(&state, webhook, request)
+        .instrument(span.clone())
+        .await;
     let (outcome, response) = span.in_scope(|| match result {
         Ok(Accepted::Published { stored, family }) => {
             let outcome = if stored.duplicate {
                 Outcome::Duplicate
             } else {
-                state.metrics.event_published(family);
+                state.metrics.event_published(index, family);
                 Outcome::Published
             };
             tracing::debug!(%outcome, seq = stored.seq, "event stored");
             (outcome, (StatusCode::OK, Json(stored)).into_response())
         }
         Ok(Accepted::Probe) => {
-            tracing::info!(outcome = %Outcome::Probe, "validation probe answered");
+            tracing::info!(webhook = webhook.name.as_str(), outcome = %Outcome::Probe, "validation probe answered");
             let body = Json(serde_json::json!({ "probe": true }));
             (Outcome::Probe, (StatusCode::OK, body).into_response())
         }
@@ -106,16 +121,20 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
             let outcome = e.outcome();
             // A failed publish was logged by `ingest`, with the event it concerned.
             if !matches!(e, WebhookError::Unavailable(_)) {
-                tracing::info!(%outcome, error = %e, "delivery refused");
+                tracing::info!(webhook = webhook.name.as_str(), %outcome, error = %e, "delivery refused");
             }
             (outcome, e.into_response())
         }
     });
-    state.metrics.request(outcome, started.elapsed());
+    state.metrics.request(index, outcome, started.elapsed());
     response
 }
 
-async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookError> {
+async fn handle(
+    state: &AppState,
+    webhook: &WebhookConfig,
+    request: Request,
+) -> Result<Accepted, WebhookError> {
     // Refuse at once when full, before reading a byte of the body.
     let _permit = state
         .in_flight
@@ -146,7 +165,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, WebhookE
         .get(headers::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
     ingest::ingest(
-        &state.webhook,
+        webhook,
         &state.publisher,
         Delivery {
             signature,

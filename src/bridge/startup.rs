@@ -54,22 +54,24 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = bind("http.listen", settings.http.listen).await?;
         let admin_listener = bind("http.admin_listen", settings.http.admin_listen).await?;
-        if settings.webhook.allow_unsigned {
+        for w in settings.webhooks.iter().filter(|w| w.allow_unsigned) {
             tracing::warn!(
-                "webhook.allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
+                webhook = w.name.as_str(),
+                "allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
             );
         }
-        let metrics = Metrics::new();
+        let names: Vec<&str> = settings.webhooks.iter().map(|w| w.name.as_str()).collect();
+        let metrics = Metrics::for_webhooks(&names);
         let publisher = Publisher::connect(
             &settings.nats,
             &settings.jetstream,
-            &settings.webhook.prefix,
+            &settings.webhooks,
             settings.http.max_body_bytes,
             metrics.clone(),
         )
         .await?;
         let state = AppState {
-            webhook: Arc::new(settings.webhook.clone()),
+            webhooks: settings.webhooks.clone().into(),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
             body_timeout: settings.http.body_timeout,
@@ -115,17 +117,26 @@ impl Application {
     {
         let publisher = self.state.publisher.clone();
         let http = self.settings.http.clone();
-        tracing::info!(
-            addr = %self.local_addr(),
-            path = %self.settings.webhook.path,
-            "listening for FastPix webhooks"
-        );
+        for w in self.settings.webhooks.iter() {
+            tracing::info!(
+                addr = %self.local_addr(),
+                webhook = w.name.as_str(),
+                path = %w.path,
+                prefix = %w.prefix,
+                "listening for FastPix webhooks"
+            );
+        }
         tracing::info!(
             addr = %self.admin_addr(),
             "admin listening: /metrics, /healthz, /readyz"
         );
         let admin_server =
             tokio::spawn(axum::serve(self.admin_listener, admin(self.state.clone())).into_future());
+        let reloads = tokio::spawn(crate::bridge::reload::watch(
+            self.state.webhooks.clone(),
+            self.state.metrics.clone(),
+            self.settings.secrets.check_interval,
+        ));
         let metrics = self.state.metrics.clone();
         let upkeep = tokio::spawn(async move {
             let mut every = tokio::time::interval(METRICS_UPKEEP_EVERY);
@@ -180,6 +191,7 @@ impl Application {
         publisher.drain().await;
         admin_server.abort();
         upkeep.abort();
+        reloads.abort();
         tracing::info!("stopped");
         Ok(())
     }

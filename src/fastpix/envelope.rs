@@ -37,6 +37,8 @@ pub struct EventFields {
     pub object_type: Option<String>,
     pub object_id: Option<String>,
     pub workspace_id: Option<String>,
+    /// `createdAt` (or the older `created_at`) as sent, when header-safe.
+    pub created_at: Option<String>,
 }
 
 /// Why a signed body cannot be routed. The text is the reason given to the
@@ -68,6 +70,11 @@ struct Top<'a> {
     workspace: Option<&'a RawValue>,
     #[serde(borrow, default)]
     environment: Option<&'a RawValue>,
+    // Two fields rather than an alias: a body with both spellings is not refused.
+    #[serde(rename = "createdAt", borrow, default)]
+    created_at: Option<&'a RawValue>,
+    #[serde(rename = "created_at", borrow, default)]
+    created_at_old: Option<&'a RawValue>,
 }
 
 /// Keeps `"type": null` apart from a missing `type`: the first is an invalid
@@ -120,6 +127,11 @@ impl Envelope {
             object_type,
             object_id,
             workspace_id,
+            created_at: top
+                .created_at
+                .or(top.created_at_old)
+                .filter(|raw| raw.get().starts_with('"'))
+                .and_then(header_string),
         }))
     }
 }

@@ -96,7 +96,6 @@ pub fn external_tool(var: &str) -> Option<PathBuf> {
     }
 }
 
-
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -372,7 +371,7 @@ impl TestApp {
     }
 
     pub fn webhook_url(&self) -> String {
-        self.url(&self.settings.webhook.path)
+        self.url(&self.settings.webhooks[0].path)
     }
 
     /// POSTs `body` signed with the test secret.
