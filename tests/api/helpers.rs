@@ -350,6 +350,28 @@ impl TestApp {
         }
     }
 
+    /// Starts a bridge with `settings` exactly as given (named webhooks,
+    /// secrets files), without the single-webhook defaults of `spawn_with`.
+    pub async fn spawn_settings(settings: Settings) -> Self {
+        init_logs();
+        let app = Application::build(settings.clone())
+            .await
+            .expect("bridge starts");
+        let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            admin_addr,
+            http: reqwest::Client::new(),
+            settings,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

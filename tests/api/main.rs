@@ -18,3 +18,4 @@ mod process;
 mod security;
 mod sender;
 mod webhook;
+mod webhooks;
