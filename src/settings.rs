@@ -1149,6 +1149,9 @@ mod tests {
         assert!(s.webhook(Some("staging")).unwrap().cloudevents.is_none());
     }
 
+    /// Variables set, and the texts the refusal must hold.
+    type RefusalCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
     #[test]
     fn webhook_refusals_name_the_webhook_and_the_key() {
         let both = load_err(&[
@@ -1162,7 +1165,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
         let missing = missing.to_str().unwrap();
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        let cases: &[RefusalCase] = &[
             (
                 &[
                     ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),

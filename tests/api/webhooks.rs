@@ -197,12 +197,15 @@ async fn run_binary(env: &[(&str, &str)]) -> (Option<i32>, String) {
     (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
+/// Variables set, and the texts the refusal must hold.
+type RefusalCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[tokio::test]
 async fn the_binary_refuses_bad_webhook_settings_with_exit_2_naming_webhook_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("absent.secrets");
     let missing = missing.to_str().unwrap();
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    let cases: &[RefusalCase] = &[
         (
             &[
                 ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
