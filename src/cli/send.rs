@@ -298,6 +298,38 @@ mod tests {
     }
 
     #[test]
+    fn with_several_webhooks_the_plan_takes_the_chosen_ones_path_and_secret() {
+        let staging = "AAECAwQFBgcICQoLDA0ODw==";
+        let s = settings(&[
+            ("FASTPIX_BRIDGE__WEBHOOKS__PROD__SIGNING_SECRETS", SECRET),
+            (
+                "FASTPIX_BRIDGE__WEBHOOKS__STAGING__SIGNING_SECRETS",
+                staging,
+            ),
+            ("FASTPIX_BRIDGE__WEBHOOKS__QA__ALLOW_UNSIGNED", "false"),
+        ]);
+        let err = Plan::new(args(&[]), &s).err().unwrap().to_string();
+        assert!(
+            err.contains("--webhook") && err.contains("staging"),
+            "{err}"
+        );
+        let plan = Plan::new(args(&["--webhook", "staging"]), &s).unwrap();
+        assert_eq!(plan.url, "http://127.0.0.1:8080/webhooks/staging");
+        let want = SigningSecret::from_base64(staging).unwrap();
+        assert_eq!(plan.secret.unwrap().sign(b"x"), want.sign(b"x"));
+        let plan = Plan::new(args(&["--webhook", "fastpix.prod"]), &s).unwrap();
+        assert_eq!(plan.url, "http://127.0.0.1:8080/webhooks/prod");
+        let err = Plan::new(args(&["--webhook", "qa"]), &s)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("FASTPIX_BRIDGE__WEBHOOKS__QA__SIGNING_SECRETS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_plan_refuses_what_cannot_work() {
         let none = settings(&[]);
         let err = Plan::new(args(&[]), &none).err().unwrap().to_string();

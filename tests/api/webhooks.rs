@@ -688,3 +688,86 @@ async fn cloudevents_headers_read_back_through_the_official_sdk() {
         }
     }
 }
+
+/// Runs a client command of the real binary with exactly `env`.
+async fn client_command(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the command ends")
+        .expect("run the binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn send_and_subscribe_pick_the_webhook_by_name_or_prefix() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let staging_file = dir.path().join("staging.secrets");
+    replace_file(&staging_file, &format!("{SECRET_2}\n"));
+    let staging_file = staging_file.to_str().unwrap();
+    let named = [
+        ("FASTPIX_BRIDGE__WEBHOOKS__PROD__SIGNING_SECRETS", SECRET),
+        (
+            "FASTPIX_BRIDGE__WEBHOOKS__STAGING__SIGNING_SECRETS_FILE",
+            staging_file,
+        ),
+        (
+            "FASTPIX_BRIDGE__WEBHOOKS__STAGING__STREAM",
+            "FASTPIX_STAGING",
+        ),
+    ];
+    let app = TestApp::spawn_settings(named_settings(&nats, &named)).await;
+    let listen = app.addr.to_string();
+    let nats_url = nats.url();
+    let mut env = named.to_vec();
+    env.push(("FASTPIX_BRIDGE__HTTP__LISTEN", &listen));
+    env.push(("FASTPIX_BRIDGE__NATS__URL", &nats_url));
+
+    let (code, _, err) = client_command(&["send"], &env).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--webhook") && err.contains("prod") && err.contains("staging"),
+        "{err}"
+    );
+    // By name: staging's path, signed with the secret from its file.
+    let (code, out, err) =
+        client_command(&["send", "--webhook", "staging", "--id", "via-send"], &env).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("200"), "{out}");
+    // By prefix, from its own stream.
+    let (code, out, err) = client_command(
+        &[
+            "subscribe",
+            "--webhook",
+            "fastpix.staging",
+            "--all",
+            "--json",
+            "--count",
+            "1",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let event: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON event");
+    assert_eq!(event["id"], "via-send", "{out}");
+    assert!(err.contains("FASTPIX_STAGING"), "{err}");
+    assert!(
+        stream_messages(&nats.client().await, "FASTPIX")
+            .await
+            .is_empty(),
+        "nothing reaches prod's stream"
+    );
+}
