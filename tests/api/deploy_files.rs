@@ -546,6 +546,31 @@ fn kubernetes_objects() -> Vec<Value> {
         .collect()
 }
 
+/// The Prometheus Operator objects of `deploy/kubernetes/monitoring/`.
+fn monitoring_objects() -> Vec<Value> {
+    let kustomization = yaml_file("deploy/kubernetes/monitoring/kustomization.yaml");
+    kustomization["resources"]
+        .as_array()
+        .expect("the monitoring kustomization lists resources")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .flat_map(|file| {
+            let path = format!("deploy/kubernetes/monitoring/{file}");
+            yaml_documents(&read_repo_file(&path), &path)
+        })
+        .collect()
+}
+
+/// The name of the container port `port`, if the container exposes it named.
+fn container_port_name(container: &Value, port: u16) -> Option<String> {
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["containerPort"] == port)
+        .and_then(|p| p["name"].as_str())
+        .map(str::to_owned)
+}
+
 fn object<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "exactly one {kind} expected");
@@ -581,13 +606,9 @@ fn kubernetes_manifests_have_what_a_safe_bridge_deployment_needs() {
     let containers = pod["spec"]["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    let port_name = c["ports"][0]["name"]
-        .as_str()
-        .expect("a named container port");
-    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    let port_name = container_port_name(c, 8080).expect("a named container port 8080");
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
-        assert_eq!(c[probe]["httpGet"]["port"], port_name, "{probe} port");
     }
     for kind in ["requests", "limits"] {
         for resource in ["cpu", "memory"] {
@@ -663,7 +684,12 @@ fn kubernetes_manifests_have_what_a_safe_bridge_deployment_needs() {
         &service["spec"]["selector"], selector,
         "Service selects the pods"
     );
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], port_name);
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["targetPort"] == port_name)),
+        "the Service forwards to the public port `{port_name}`"
+    );
 
     let pdb = object(&objects, "PodDisruptionBudget");
     assert_eq!(
@@ -675,6 +701,76 @@ fn kubernetes_manifests_have_what_a_safe_bridge_deployment_needs() {
     assert!(
         min.is_some_and(|m| m >= 1 && m < replicas) || pdb["spec"]["maxUnavailable"].is_number(),
         "the PDB keeps a bridge up and still lets a node drain"
+    );
+}
+
+#[test]
+fn kubernetes_probes_and_the_servicemonitor_use_the_admin_port_the_bridge_listens_on() {
+    let objects = kubernetes_objects();
+    let configmap = object(&objects, "ConfigMap");
+    let mut env: BTreeMap<String, String> =
+        serde_json::from_value(configmap["data"].clone()).expect("ConfigMap data are strings");
+    env.insert(
+        "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+        SECRET_PLACEHOLDER.into(),
+    );
+    // The port the bridge of this manifest listens on: the settings'
+    // default unless the ConfigMap sets http.admin_listen.
+    let settings = settings_from(&env).expect("the ConfigMap loads");
+    let admin_port = settings.http.admin_listen.port();
+    let public_port = settings.http.listen.port();
+
+    let deployment = object(&objects, "Deployment");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let admin = container_port_name(c, admin_port).unwrap_or_else(|| {
+        panic!("the admin port {admin_port} (http.admin_listen) is not a named container port")
+    });
+    let public = container_port_name(c, public_port)
+        .unwrap_or_else(|| panic!("the public port {public_port} is not a named container port"));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            c[probe]["httpGet"]["port"], admin,
+            "{probe} must ask the admin port `{admin}`, not the one FastPix reaches"
+        );
+    }
+
+    let service = object(&objects, "Service");
+    let ports = service["spec"]["ports"].as_array().expect("Service ports");
+    let admin_service_port = ports
+        .iter()
+        .find(|p| p["targetPort"] == admin)
+        .and_then(|p| p["name"].as_str())
+        .expect("the Service exposes the admin port under a name");
+    assert!(
+        ports.iter().any(|p| p["targetPort"] == public),
+        "the Service forwards to `{public}`"
+    );
+
+    let monitoring = monitoring_objects();
+    let monitor = object(&monitoring, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("the ServiceMonitor selects by labels");
+    for (k, v) in selector {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor does not select the Service"
+        );
+    }
+    let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+    assert!(
+        endpoints
+            .iter()
+            .any(|e| e["port"] == admin_service_port && e["path"] == "/metrics"),
+        "the ServiceMonitor scrapes /metrics on `{admin_service_port}`: {endpoints:?}"
+    );
+    // The operator names the job after the Service; FastPixBridgeDown watches it.
+    let job = service["metadata"]["name"].as_str().unwrap();
+    assert!(
+        read_repo_file("deploy/prometheus/rules/fastpix-bridge.rules.yml")
+            .contains(&format!("up{{job=\"{job}\"}}")),
+        "FastPixBridgeDown does not watch the job `{job}`"
     );
 }
 
@@ -719,6 +815,8 @@ fn deploy_readme_covers_each_setup() {
         "cluster/docker-compose.yml",
         "kubernetes/nats-values.yaml",
         "kubectl apply -k deploy/kubernetes",
+        "kubectl apply -k deploy/kubernetes/monitoring",
+        "--profile observability",
         "helm",
     ] {
         assert!(
@@ -751,4 +849,230 @@ fn the_readme_runs_the_stack_as_the_compose_file_defines_it() {
             "the stack section does not show consumer `{name}`"
         );
     }
+}
+
+/// The host path behind `container_path` in `service`'s bind mounts (the
+/// longest mount that holds it).
+fn host_path_of(service: &Service<'_>, container_path: &str) -> Option<std::path::PathBuf> {
+    service
+        .volumes()
+        .into_iter()
+        .filter_map(|(source, target)| match source {
+            VolumeSource::Host(path) if container_path == target => Some((target.len(), path)),
+            VolumeSource::Host(path) => container_path
+                .strip_prefix(&format!("{}/", target.trim_end_matches('/')))
+                .map(|rest| (target.len(), path.join(rest))),
+            VolumeSource::Named(_) => None,
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, path)| path)
+}
+
+/// `host:port` targets of the scrape job `job` in a Prometheus config.
+fn scrape_targets(config: &Value, job: &str) -> Vec<String> {
+    config["scrape_configs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["job_name"] == job))
+        .unwrap_or_else(|| panic!("no scrape job `{job}`"))["static_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_observability_profile_adds_pinned_prometheus_and_grafana_wired_to_the_bridge() {
+    let compose = Compose::load("docker-compose.yml");
+    let mut profiled: Vec<String> = compose
+        .service_names()
+        .into_iter()
+        .filter(|n| compose.service(n).value.get("profiles").is_some())
+        .collect();
+    profiled.sort();
+    assert_eq!(
+        profiled,
+        ["grafana", "prometheus"],
+        "only the observability services are behind a profile"
+    );
+    for name in &profiled {
+        let service = compose.service(name);
+        assert_eq!(
+            service.value["profiles"],
+            serde_json::json!(["observability"]),
+            "`{name}`"
+        );
+        let image = service.value["image"].as_str().unwrap_or_default();
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+        assert!(
+            !tag.is_empty() && !tag.contains('/') && tag != "latest" && !image.contains('$'),
+            "`{name}` runs {image:?}: pin a version"
+        );
+        for port in service.value["ports"].as_array().expect("ports") {
+            assert!(
+                port.as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+                "`{name}` publishes {port} beyond loopback"
+            );
+        }
+    }
+
+    // Prometheus: the repository's config, its rules, the bridge's admin port.
+    let prometheus = compose.service("prometheus");
+    let command = prometheus.command();
+    let flag = |name: &str| {
+        command
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .map(str::to_owned)
+    };
+    let config_file = flag("config.file").expect("--config.file");
+    assert_eq!(
+        host_path_of(&prometheus, &config_file),
+        Some(repo_path("deploy/prometheus/prometheus.yml")),
+        "Prometheus must read deploy/prometheus/prometheus.yml"
+    );
+    let data = flag("storage.tsdb.path").expect("--storage.tsdb.path");
+    assert!(
+        prometheus
+            .volumes()
+            .iter()
+            .any(|(s, t)| *t == data && matches!(s, VolumeSource::Named(_))),
+        "Prometheus keeps its data outside a named volume"
+    );
+    let prometheus_port: u16 = flag("web.listen-address")
+        .as_deref()
+        .unwrap_or(":9090")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a listen port");
+    assert!(
+        prometheus
+            .healthcheck_test()
+            .join(" ")
+            .contains(&format!("127.0.0.1:{prometheus_port}/-/ready")),
+        "Prometheus's healthcheck asks /-/ready"
+    );
+
+    let config = yaml_file("deploy/prometheus/prometheus.yml");
+    let config_dir = repo_path("deploy/prometheus");
+    let mut rule_files = BTreeSet::new();
+    for pattern in config["rule_files"].as_array().expect("rule_files") {
+        let pattern = pattern.as_str().expect("a rule file pattern");
+        let (dir, glob) = pattern.rsplit_once('/').unwrap_or((".", pattern));
+        let suffix = glob.strip_prefix('*').unwrap_or(glob);
+        for entry in std::fs::read_dir(config_dir.join(dir)).expect("rules dir") {
+            let path = entry.expect("dir entry").path();
+            if path.to_string_lossy().ends_with(suffix) {
+                rule_files.insert(path);
+            }
+        }
+    }
+    assert_eq!(
+        rule_files,
+        BTreeSet::from([repo_path(
+            "deploy/prometheus/rules/fastpix-bridge.rules.yml"
+        )]),
+        "Prometheus loads the rules file, and only it (not its tests)"
+    );
+
+    let mut env = compose.service("bridge").environment();
+    env.insert(
+        "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+        SECRET_PLACEHOLDER.into(),
+    );
+    let admin_port = settings_from(&env)
+        .expect("the bridge's environment loads")
+        .http
+        .admin_listen
+        .port();
+    assert_eq!(
+        scrape_targets(&config, "fastpix-nats-bridge"),
+        [format!("bridge:{admin_port}")],
+        "Prometheus scrapes the bridge's admin port (http.admin_listen)"
+    );
+    assert_eq!(scrape_targets(&config, "inspector"), ["inspector:9091"]);
+    for job in config["scrape_configs"].as_array().unwrap() {
+        let name = job["job_name"].as_str().unwrap_or_default();
+        for target in scrape_targets(&config, name) {
+            let host = target.split(':').next().unwrap_or_default();
+            // The inspector service comes with the `inspect` command;
+            // Prometheus shows its target as down until then.
+            assert!(
+                host == "inspector" || compose.service_names().iter().any(|s| s == host),
+                "job `{name}` scrapes {target}, not a service of this file"
+            );
+        }
+    }
+
+    // Grafana: read-only without a login, Prometheus and the dashboard provisioned.
+    let grafana = compose.service("grafana");
+    let env = grafana.environment();
+    for (key, value) in [
+        ("GF_AUTH_ANONYMOUS_ENABLED", "true"),
+        ("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"),
+        ("GF_AUTH_DISABLE_LOGIN_FORM", "true"),
+        ("GF_AUTH_BASIC_ENABLED", "false"),
+    ] {
+        assert_eq!(
+            env.get(key).map(String::as_str),
+            Some(value),
+            "grafana {key}"
+        );
+    }
+    assert_eq!(
+        grafana.value["ports"],
+        serde_json::json!(["127.0.0.1:3000:3000"]),
+        "Grafana on 127.0.0.1:3000"
+    );
+    assert!(
+        grafana
+            .healthcheck_test()
+            .join(" ")
+            .contains("127.0.0.1:3000/api/health"),
+        "Grafana's healthcheck asks /api/health"
+    );
+    assert!(
+        grafana.depends_on().contains_key("prometheus"),
+        "Grafana waits for Prometheus"
+    );
+    for kind in ["datasources", "dashboards"] {
+        assert_eq!(
+            host_path_of(&grafana, &format!("/etc/grafana/provisioning/{kind}")),
+            Some(repo_path(&format!("deploy/grafana/provisioning/{kind}"))),
+            "Grafana's {kind} are provisioned from deploy/grafana/provisioning/{kind}"
+        );
+    }
+
+    let datasources = yaml_file("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let source = datasources["datasources"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["type"] == "prometheus"))
+        .expect("a Prometheus datasource");
+    assert_eq!(
+        source["url"],
+        format!("http://prometheus:{prometheus_port}"),
+        "the datasource is the compose Prometheus"
+    );
+    assert_eq!(source["editable"], false);
+
+    let providers = yaml_file("deploy/grafana/provisioning/dashboards/fastpix.yml");
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"], "file");
+    assert_eq!(provider["allowUiUpdates"], false);
+    let dashboards = provider["options"]["path"].as_str().expect("a path");
+    let dir = host_path_of(&grafana, dashboards).expect("the dashboards folder is mounted");
+    assert!(
+        dir.join("fastpix-bridge.json").is_file(),
+        "{} does not hold the dashboard",
+        dir.display()
+    );
+    let home = env
+        .get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+        .expect("the dashboard is Grafana's home");
+    assert!(
+        host_path_of(&grafana, home).is_some_and(|p| p.is_file()),
+        "the home dashboard {home} is not mounted"
+    );
 }

@@ -14,6 +14,7 @@ mod fuzz;
 mod helpers;
 mod logs;
 mod metrics;
+mod observability;
 mod process;
 mod security;
 mod sender;
