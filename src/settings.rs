@@ -591,6 +591,14 @@ impl Raw {
             if !d.path.starts_with('/') {
                 return Err(invalid(&path_key, "must start with `/`"));
             }
+            // The router reads `{…}` and `*` as captures, and serves the probes itself.
+            if d.path.contains(['{', '}', '*']) || matches!(d.path.as_str(), "/healthz" | "/readyz")
+            {
+                return Err(invalid(
+                    &path_key,
+                    "must not contain `{`, `}` or `*`, nor be /healthz or /readyz",
+                ));
+            }
             let prefix =
                 SubjectPrefix::new(&d.prefix).map_err(|e| invalid(&d.prefix_key, e.to_string()))?;
             let stream = match d.stream {
@@ -1228,6 +1236,20 @@ mod tests {
                 &["webhooks.a.stream"],
             ),
             (&[("FASTPIX_BRIDGE__WEBHOOKS__A__PATHS", "/x")], &["paths"]),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__PATH", "/hooks/{id}"),
+                ],
+                &["webhooks.a.path", "`{`"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOK__PATH", "/readyz"),
+                ],
+                &["webhook.path", "/readyz"],
+            ),
             (
                 &[
                     ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
