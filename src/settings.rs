@@ -30,6 +30,13 @@ pub const DEFAULT_WEBHOOK_NAME: &str = "default";
 pub enum SettingsError {
     #[error("cannot load settings: {0}")]
     Load(String),
+    /// The file or the environment could not be read into settings; the
+    /// message adds the variable of the key concerned, when config names one.
+    #[error("cannot load settings: {source}{}", env_hint(.source))]
+    Config {
+        #[source]
+        source: config::ConfigError,
+    },
     #[error("invalid setting `{key}` ({env}): {reason}")]
     Invalid {
         key: String,
@@ -424,22 +431,27 @@ impl Settings {
         let raw: Raw = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| SettingsError::Load(describe_config_error(&e)))?;
+            .map_err(|source| SettingsError::Config { source })?;
         raw.validate(purpose)
     }
 }
 
-/// config's messages name the key as `http.listen`; add the variable too.
-fn describe_config_error(e: &config::ConfigError) -> String {
-    let text = e.to_string();
-    match text.rfind("for key `") {
-        Some(i) => {
-            let key = text[i + 9..].trim_end_matches(['`', '.']);
-            let key = key.split('`').next().unwrap_or(key);
-            format!("{text} (environment variable {})", env_name(key))
-        }
-        None => text,
+/// The key a config error is about (`http.listen`), read from the error's
+/// structure: the outermost one given.
+fn config_key(e: &config::ConfigError) -> Option<&str> {
+    match e {
+        config::ConfigError::At { key: Some(key), .. }
+        | config::ConfigError::Type { key: Some(key), .. } => Some(key),
+        config::ConfigError::At { error, .. } => config_key(error),
+        _ => None,
     }
+}
+
+/// config's messages name the key as `http.listen`; add the variable too.
+fn env_hint(e: &config::ConfigError) -> String {
+    config_key(e).map_or_else(String::new, |key| {
+        format!(" (environment variable {})", env_name(key))
+    })
 }
 
 /// One webhook's settings before checking, with the keys they came from.
@@ -1063,6 +1075,22 @@ mod tests {
             }
             let err = load_err(&pairs);
             assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+        // A value config itself cannot read names its variable too.
+        for (pairs, var) in [
+            (
+                [("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", "lots")],
+                "FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES",
+            ),
+            (
+                [("FASTPIX_BRIDGE__JETSTREAM__ENABLED", "maybe")],
+                "FASTPIX_BRIDGE__JETSTREAM__ENABLED",
+            ),
+        ] {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET));
+            let err = load_err(&pairs);
+            assert!(err.contains(var), "{pairs:?}: {err}");
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 /// Every event type the seed lists (the consumer families' list); the
 /// generator cycles through them.
 static TYPES: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| fastpix_nats_bridge::consumer::seed_types().collect());
+    std::sync::LazyLock::new(|| fastpix_nats_bridge::fastpix::catalog::seed_types().collect());
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::fastpix::envelope::InvalidBody;
-use crate::nats::publisher::PublishError;
+use crate::nats::sink::PublishError;
 use crate::ops::outcome::Outcome;
 
 /// Seconds FastPix (or any sender) is asked to wait before retrying a 503.

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::bridge::error::WebhookError;
+use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
 use crate::nats::headers::names;
-use crate::nats::publisher::{Outgoing, Publisher, Stored};
-use crate::ops::metrics::Family;
+use crate::nats::sink::{Outgoing, Sink, Stored};
 use crate::ops::outcome::Outcome;
 use crate::settings::{CloudEvents, WebhookConfig};
 
@@ -22,7 +22,8 @@ pub enum Accepted {
     Probe,
     Published {
         stored: Stored,
-        family: Family,
+        /// The event's family in the catalog, for the metrics.
+        family: Option<Family>,
     },
 }
 
@@ -48,9 +49,9 @@ fn is_probe_body(body: &[u8]) -> bool {
 }
 
 /// Runs the delivery rules in order and publishes when they allow it.
-pub async fn ingest(
+pub async fn ingest<S: Sink>(
     webhook: &WebhookConfig,
-    publisher: &Publisher,
+    publisher: &S,
     delivery: Delivery<'_>,
 ) -> Result<Accepted, WebhookError> {
     let signature = delivery.signature.filter(|s| !s.is_empty());
@@ -95,7 +96,7 @@ pub async fn ingest(
     match published {
         Ok(stored) => Ok(Accepted::Published {
             stored,
-            family: Family::of(fields.event_type.as_str()),
+            family: Family::of_type(fields.event_type.as_str()),
         }),
         Err(e) => {
             // Logged here, where the event is known, since the span carrying
@@ -118,9 +119,9 @@ pub async fn ingest(
 /// delivery is never silently lost. Its id is the body's hash, so FastPix's
 /// retries of it are stored once. If NATS cannot take it the delivery is
 /// answered 503, never 400: a 400 would tell FastPix to stop retrying.
-async fn keep_invalid(
+async fn keep_invalid<S: Sink>(
     webhook: &WebhookConfig,
-    publisher: &Publisher,
+    publisher: &S,
     body: &Bytes,
     reason: &str,
 ) -> Result<Stored, WebhookError> {

@@ -22,16 +22,18 @@ use crate::bridge::ingest::{self, Accepted, Delivery};
 use crate::fastpix::signature::SIGNATURE_HEADER;
 use crate::nats::headers;
 use crate::nats::publisher::Publisher;
+use crate::nats::sink::Sink;
 use crate::ops::metrics::Metrics;
 use crate::ops::outcome::Outcome;
 use crate::settings::WebhookConfig;
 
-/// What every handler shares.
+/// What every handler shares. `S` is where events are stored: the JetStream
+/// publisher, or an in-memory sink in the delivery rules' tests.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState<S = Publisher> {
     /// Every webhook served; a route knows its webhook by its index here.
     pub webhooks: Arc<[WebhookConfig]>,
-    pub publisher: Publisher,
+    pub publisher: S,
     /// Bounds the deliveries handled at once (`http.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
     /// `http.body_timeout`.
@@ -40,7 +42,7 @@ pub struct AppState {
 }
 
 /// The public router, the one FastPix reaches; tests can drive it without a socket.
-pub fn app(state: AppState) -> Router {
+pub fn app<S: Sink>(state: AppState<S>) -> Router {
     // One Arc, so each request clones one pointer rather than every field.
     let state = Arc::new(state);
     let mut router = Router::new();
@@ -48,7 +50,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(
             &webhook.path,
             post(
-                move |State(state): State<Arc<AppState>>, request: Request| {
+                move |State(state): State<Arc<AppState<S>>>, request: Request| {
                     receive(state, index, request)
                 },
             ),
@@ -56,19 +58,19 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 /// The admin router: metrics and probes, on a port that need not be public.
-pub fn admin(state: AppState) -> Router {
+pub fn admin<S: Sink>(state: AppState<S>) -> Router {
     let state = Arc::new(state);
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -86,7 +88,7 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn receive(state: Arc<AppState>, index: usize, request: Request) -> Response {
+async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Request) -> Response {
     let started = Instant::now();
     let webhook = &state.webhooks[index];
     // `debug`, so that at the default level a request costs no span.
@@ -130,8 +132,8 @@ async fn receive(state: Arc<AppState>, index: usize, request: Request) -> Respon
     response
 }
 
-async fn handle(
-    state: &AppState,
+async fn handle<S: Sink>(
+    state: &AppState<S>,
     webhook: &WebhookConfig,
     request: Request,
 ) -> Result<Accepted, WebhookError> {
@@ -208,14 +210,14 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics<S: Sink>(State(state): State<Arc<AppState<S>>>) -> Response {
     let p = &state.publisher;
     let text = state.metrics.render(p.is_connected(), p.is_ready());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+async fn readyz<S: Sink>(State(state): State<Arc<AppState<S>>>) -> Response {
     let p = &state.publisher;
     let body = serde_json::json!({
         "status": if p.is_ready() { "ready" } else { "not ready" },

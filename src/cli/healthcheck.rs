@@ -122,7 +122,7 @@ pub async fn check_durable(
         .map_err(|e| match e {
             ConnectError::Connect(reason) => HealthcheckError::NatsUnreachable {
                 servers: settings.nats.url.join(", "),
-                reason,
+                reason: reason.to_string(),
             },
             other => HealthcheckError::Nats(other),
         })?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::cli::templates::{self, Objects};
-use crate::consumer::seed_types;
+use crate::fastpix::catalog::seed_types;
 use crate::fastpix::signature::{SIGNATURE_HEADER, SigningSecret};
 use crate::fastpix::subject::EventType;
 use crate::settings::{DEFAULT_WEBHOOK_NAME, Settings, WebhookConfig, env_name};

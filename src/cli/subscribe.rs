@@ -442,7 +442,7 @@ async fn open(
                 .await?
                 .messages()
                 .await
-                .map_err(|e| BindError::Nats(format!("cannot read stream `{stream}`: {e}")))?;
+                .map_err(|e| BindError::nats(format!("cannot read stream `{stream}`"), e))?;
             let from = match start {
                 Start::Since(t) => created_at(*t),
                 _ => "its first event".to_owned(),
@@ -473,14 +473,14 @@ async fn live(
             Some(q) => client.queue_subscribe(subject, q.to_owned()).await,
             None => client.subscribe(subject).await,
         }
-        .map_err(|e| BindError::Nats(format!("cannot subscribe to {filter}: {e}")))?;
+        .map_err(|e| BindError::nats(format!("cannot subscribe to {filter}"), e))?;
         subscriptions.push(sub);
     }
     // The server has the subscriptions once it answers a flush's ping.
     client
         .flush()
         .await
-        .map_err(|e| BindError::Nats(format!("cannot subscribe: {e}")))?;
+        .map_err(|e| BindError::nats("cannot subscribe", e))?;
     let merged = futures_util::stream::select_all(subscriptions).map(|msg| {
         Ok(Incoming {
             subject: msg.subject.to_string(),
@@ -629,6 +629,65 @@ mod tests {
         let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
         resolve_filters(&SubjectPrefix::default(), &inputs)
             .map(|f| f.iter().map(|f| f.to_string()).collect())
+    }
+
+    /// The family label the bridge's metrics count an event of `event_type` under.
+    fn counted_as(event_type: &str) -> String {
+        use crate::ops::metrics::{EVENTS_PUBLISHED_TOTAL, Metrics};
+        let m = Metrics::new();
+        m.event_published(0, Family::of_type(event_type));
+        let text = m.render(true, true);
+        let counted: Vec<&str> = crate::fastpix::catalog::LABELS
+            .into_iter()
+            .filter(|f| {
+                text.contains(&format!(
+                    "{EVENTS_PUBLISHED_TOTAL}{{webhook=\"default\",family=\"{f}\"}} 1"
+                ))
+            })
+            .collect();
+        assert_eq!(counted.len(), 1, "{event_type}: {text}");
+        counted[0].to_owned()
+    }
+
+    /// The families whose `subscribe <family>` receives an event of `event_type`.
+    fn subscribed_by(event_type: &str) -> Vec<&'static str> {
+        let prefix = SubjectPrefix::default();
+        let subject = crate::fastpix::subject::subject_for_type(&prefix, event_type).unwrap();
+        Family::ALL
+            .into_iter()
+            .filter(|f| {
+                resolve_filters(&prefix, &[f.name().to_owned()])
+                    .unwrap()
+                    .iter()
+                    .any(|filter| filter.matches(subject.as_str()))
+            })
+            .map(Family::name)
+            .collect()
+    }
+
+    #[test]
+    fn metrics_and_subscribe_agree_on_every_catalogued_type() {
+        for t in crate::fastpix::catalog::known_types() {
+            let subscribed = subscribed_by(t);
+            assert!(subscribed.len() <= 1, "{t} is in {subscribed:?}");
+            let want = subscribed.first().copied().unwrap_or("other");
+            assert_eq!(counted_as(t), want, "{t}");
+        }
+        // Where two classifications once disagreed, the webhook page decides.
+        for (t, family) in [
+            ("video.live_stream.simulcast_target.created", "simulcast"),
+            ("video.asset.created", "live_stream"),
+            ("Video.media.live_stream.created", "upload"),
+            ("video.mediaAI.summary.ready", "other"),
+        ] {
+            assert_eq!(counted_as(t), family, "{t}");
+            let subscribed = subscribed_by(t);
+            assert_eq!(
+                subscribed.first().copied().unwrap_or("other"),
+                family,
+                "{t}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-use crate::consumer::Family;
+use crate::fastpix::catalog::Family;
 
 /// `createdAt` as FastPix writes it: UTC, always nine fractional digits.
 const CREATED_AT: &[FormatItem<'static>] =

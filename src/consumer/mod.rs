@@ -91,7 +91,7 @@ pub async fn connect(
     options
         .connect(nats.url.clone())
         .await
-        .map_err(|e| ConnectError::Connect(e.to_string()))
+        .map_err(ConnectError::Connect)
 }
 
 /// Where a new consumer starts reading the stream.
@@ -128,8 +128,23 @@ pub enum BindError {
         "consumer name {0:?} is not valid: use letters, digits, `_` or `-` (no spaces, `.`, `*`, `>`, `/` or `\\`)"
     )]
     InvalidName(String),
-    #[error("{0}")]
-    Nats(String),
+    #[error("{doing}: {source}")]
+    Nats {
+        /// What was being done (`cannot look up stream `FASTPIX``).
+        doing: String,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl BindError {
+    /// A NATS failure while `doing` something, its cause kept.
+    pub fn nats(doing: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
+        BindError::Nats {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl BindError {
@@ -159,8 +174,20 @@ async fn get_stream(
             BindError::StreamNotFound(stream.to_owned())
         }
         GetStreamErrorKind::JetStream(err) if err.code() == 503 => BindError::NoJetStream,
-        _ if e.to_string().contains("no responders") => BindError::NoJetStream,
-        _ => BindError::Nats(format!("cannot look up stream `{stream}`: {e}")),
+        // Nothing answers the JetStream API: the server runs without it.
+        GetStreamErrorKind::Request if no_responders(&e) => BindError::NoJetStream,
+        _ => BindError::nats(format!("cannot look up stream `{stream}`"), e),
+    })
+}
+
+/// True when a JetStream request failed because nothing answers its subject.
+fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{RequestError, RequestErrorKind};
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<RequestError>()
+            .is_some_and(|r| r.kind() == RequestErrorKind::NoResponders)
+            || e.downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|r| r.kind() == async_nats::RequestErrorKind::NoResponders)
     })
 }
 
@@ -178,9 +205,10 @@ pub async fn durable_info(
     match stream_handle.consumer_info(name).await {
         Ok(info) => Ok(Some(info)),
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => Ok(None),
-        Err(e) => Err(BindError::Nats(format!(
-            "cannot look up consumer `{name}`: {e}"
-        ))),
+        Err(e) => Err(BindError::nats(
+            format!("cannot look up consumer `{name}`"),
+            e,
+        )),
     }
 }
 
@@ -246,11 +274,12 @@ pub async fn bind_durable(
     }
     let stream_handle = get_stream(js, stream).await?;
     let (filter_subject, filter_subjects) = split_filters(filters);
-    let failed = |e: String| BindError::Nats(format!("cannot set up consumer `{name}`: {e}"));
+    let failed =
+        |e: async_nats::Error| BindError::nats(format!("cannot set up consumer `{name}`"), e);
     match stream_handle.consumer_info(name).await {
         Ok(info) => {
             let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
-                .map_err(|e| BindError::Nats(format!("consumer `{name}`: {e}")))?;
+                .map_err(|e| BindError::nats(format!("consumer `{name}`"), e))?;
             if same_filters(&config, filters) {
                 return Ok((
                     consumer::Consumer::new(config, info, js.clone()),
@@ -266,7 +295,7 @@ pub async fn bind_durable(
             let updated = stream_handle
                 .update_consumer(config)
                 .await
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(e.into()))?;
             Ok((updated, Bound::FiltersChanged(before)))
         }
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
@@ -281,10 +310,10 @@ pub async fn bind_durable(
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(e.into()))?;
             Ok((created, Bound::Created))
         }
-        Err(e) => Err(failed(e.to_string())),
+        Err(e) => Err(failed(e.into())),
     }
 }
 
@@ -428,7 +457,7 @@ pub async fn replay(
             ..Default::default()
         })
         .await
-        .map_err(|e| BindError::Nats(format!("cannot start a replay of `{stream}`: {e}")))
+        .map_err(|e| BindError::nats(format!("cannot start a replay of `{stream}`"), e))
 }
 
 #[cfg(test)]

@@ -129,6 +129,12 @@ pub enum InvalidEventType {
 
 impl EventType {
     pub fn parse(raw: &str) -> Result<Self, InvalidEventType> {
+        Self::check(raw)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The checks of [`EventType::parse`], without keeping a copy.
+    pub fn check(raw: &str) -> Result<(), InvalidEventType> {
         if raw.is_empty() {
             return Err(InvalidEventType::Empty);
         }
@@ -141,7 +147,7 @@ impl EventType {
         if raw.chars().any(char::is_control) {
             return Err(InvalidEventType::ControlCharacter);
         }
-        Ok(Self(raw.to_owned()))
+        Ok(())
     }
 
     /// The type exactly as FastPix sent it.
@@ -172,6 +178,48 @@ fn push_token(out: &mut String, token: &str) {
             out.push(c);
         } else {
             out.push('_');
+        }
+    }
+}
+
+/// True when `token` of an event type becomes `mapped` in its subject
+/// (see [`push_token`]), without building the subject.
+fn token_maps_to(token: &str, mapped: &str) -> bool {
+    if token.is_empty() {
+        return mapped == "_";
+    }
+    let mut want = mapped.bytes();
+    for c in token.chars() {
+        let got = if c.is_ascii() && is_subject_byte(c as u8) {
+            c as u8
+        } else {
+            b'_'
+        };
+        if want.next() != Some(got) {
+            return false;
+        }
+    }
+    want.next().is_none()
+}
+
+/// True when the subject of `event_type` is matched by the filter that
+/// `pattern` (an event-type pattern of subject-safe tokens, `*` and a final
+/// `>`) becomes under any prefix. The same answer as mapping both and
+/// calling [`SubjectFilter::matches`], but without allocating: this runs
+/// for every request.
+pub fn type_matches_pattern(event_type: &str, pattern: &str) -> bool {
+    if EventType::check(event_type).is_err() {
+        return false;
+    }
+    let mut wanted = pattern.split('.');
+    let mut got = event_type.split('.');
+    loop {
+        match (wanted.next(), got.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(w), Some(g)) if token_maps_to(g, w) => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -357,32 +405,9 @@ mod tests {
             .to_string()
     }
 
-    /// Types FastPix's SDKs and newer docs send beyond the seed.
-    const SDK_TYPES: &[&str] = &[
-        "video.media.deleted",
-        "video.media.upload",
-        "video.media.upload.cancelled",
-        "video.media.track.created",
-        "video.media.track.ready",
-        "video.media.track.updated",
-        "video.media.track.deleted",
-        "video.media.source.ready",
-        "video.media.source.deleted",
-        "video.media.subtitle.generated.ready",
-        "video.media.mp4Support.ready",
-        "video.media.intro.ready",
-        "video.live_stream.simulcast_target.created",
-        "video.live_stream.simulcast_target.updated",
-        "video.live_stream.simulcast_target.deleted",
-        "video.mediaAI.chapters.ready",
-        "video.mediaAI.namedEntities.ready",
-        "video.mediaAI.summary.ready",
-    ];
-
     #[test]
     fn well_formed_types_map_to_themselves_under_the_prefix() {
-        // The seed's list is the one the consumer families are built from.
-        for t in crate::fastpix::catalog::seed_types().chain(SDK_TYPES.iter().copied()) {
+        for t in crate::fastpix::catalog::known_types() {
             assert_eq!(map(t), format!("fastpix.{t}"), "type {t}");
         }
     }

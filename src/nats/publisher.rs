@@ -1,56 +1,27 @@
 //! Publishing to NATS: the connection, the JetStream stream, and one call,
 //! [`Publisher::publish`], that returns only once a message is stored (or, in
-//! core mode, flushed) and never waits longer than the publish timeout.
+//! core mode, flushed) and never waits longer than the publish timeout. The
+//! publisher is the bridge's [`Sink`].
 //!
 //! Nothing here knows about HTTP, so the same path serves any future input.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions, HeaderMap};
-use bytes::Bytes;
+use async_nats::{Client, ConnectOptions};
 use tokio::sync::Notify;
 
-use crate::fastpix::subject::Subject;
 use crate::nats::connection::ConnectError;
+use crate::nats::sink::Sink;
+pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
 use crate::settings::{
     HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage, WebhookConfig,
 };
-
-/// One message ready to publish.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub subject: Subject,
-    pub headers: HeaderMap,
-    pub payload: Bytes,
-}
-
-/// Proof of storage, as the JetStream ack gave it. `stream`/`seq` are absent
-/// in core mode, where nothing is stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Stored {
-    pub subject: async_nats::Subject,
-    pub stream: Option<String>,
-    pub seq: Option<u64>,
-    pub duplicate: bool,
-}
-
-/// Why a message was not stored. Every variant means "try again later".
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("not connected to NATS")]
-    Disconnected,
-    #[error("the stream is not in place yet")]
-    StreamNotReady,
-    #[error("no acknowledgement within {0:?}")]
-    Timeout(Duration),
-    #[error("NATS refused the publish: {0}")]
-    Refused(String),
-}
 
 /// State shared between the publisher, its background task and readiness.
 struct Shared {
@@ -58,6 +29,8 @@ struct Shared {
     /// The context, and every stream the webhooks publish into (one unless
     /// a webhook has its own `stream`).
     jetstream: Option<(jetstream::Context, Vec<stream::Config>)>,
+    /// Their names, comma-separated, for `/readyz`.
+    stream_names: Option<String>,
     stream_ready: AtomicBool,
     /// Body limit in force: the configured one, lowered to fit the server's
     /// `max_payload` (minus room for headers) once that is known.
@@ -90,16 +63,21 @@ impl Publisher {
         let client = options
             .connect(nats.url.clone())
             .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+            .map_err(ConnectError::Connect)?;
 
         let jetstream = js.enabled.then(|| {
             let mut ctx = jetstream::new(client.clone());
             ctx.set_timeout(nats.publish_timeout);
             (ctx, stream_configs(js, webhooks))
         });
+        let stream_names = jetstream.as_ref().map(|(_, configs)| {
+            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            names.join(", ")
+        });
         let shared = Arc::new(Shared {
             client,
             jetstream,
+            stream_names,
             stream_ready: AtomicBool::new(false),
             body_limit: AtomicUsize::new(max_body_bytes),
             configured_limit: max_body_bytes,
@@ -202,14 +180,8 @@ impl Publisher {
 
     /// The stream events are stored in (several, comma-separated, when
     /// webhooks have streams of their own).
-    pub fn stream_name(&self) -> Option<String> {
-        self.shared.jetstream.as_ref().map(|(_, configs)| {
-            configs
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
+    pub fn stream_name(&self) -> Option<&str> {
+        self.shared.stream_names.as_deref()
     }
 
     pub fn client(&self) -> &Client {
@@ -236,7 +208,7 @@ impl Publisher {
                     let ack = ctx
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?
+                        .map_err(|e| PublishError::Refused(e.into()))?
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
@@ -251,11 +223,11 @@ impl Publisher {
                     client
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     client
                         .flush()
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     Ok(Stored {
                         subject,
                         stream: None,
@@ -283,10 +255,32 @@ impl Publisher {
     }
 }
 
+impl Sink for Publisher {
+    fn publish(&self, msg: Outgoing) -> impl Future<Output = Result<Stored, PublishError>> + Send {
+        Publisher::publish(self, msg)
+    }
+
+    fn body_limit(&self) -> usize {
+        Publisher::body_limit(self)
+    }
+
+    fn is_connected(&self) -> bool {
+        Publisher::is_connected(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        Publisher::is_ready(self)
+    }
+
+    fn stream_name(&self) -> Option<&str> {
+        Publisher::stream_name(self)
+    }
+}
+
 fn refused_or_timeout(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
     match e.kind() {
         jetstream::context::PublishErrorKind::TimedOut => PublishError::Timeout(timeout),
-        _ => PublishError::Refused(e.to_string()),
+        _ => PublishError::Refused(e.into()),
     }
 }
 

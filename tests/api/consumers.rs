@@ -1021,3 +1021,17 @@ async fn the_examples_wait_for_nats_then_log_each_event() {
     );
     drop(app);
 }
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_named_as_such_not_as_a_missing_stream() {
+    use fastpix_nats_bridge::consumer::{self, BindError, Start, SubjectPrefix};
+    // `-js=false` after the helper's `-js`: the same server, JetStream off.
+    let nats = NatsServer::start_with(&["-js=false"]);
+    let js = jetstream::new(nats.client().await);
+    let filters = Family::Media.filters(&SubjectPrefix::default());
+    let err = consumer::durable(&js, "FASTPIX", "no-js", &filters, Start::All)
+        .await
+        .expect_err("there is no JetStream to bind to");
+    assert!(matches!(err, BindError::NoJetStream), "{err:?}");
+    assert!(err.is_transient());
+}
