@@ -6,11 +6,13 @@
 //! [`settings`] loads and validates configuration (one or several webhooks,
 //! their signing secrets held for reloading); [`ops`] names outcomes,
 //! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
-//! (connection options, message headers, the JetStream publisher). Above
+//! (connection options, message headers, the `Sink` seam that publishing
+//! goes through, and the JetStream publisher behind it). Above
 //! them stand the two sides: [`bridge`] receives webhooks (routes, the
 //! delivery rules in `ingest`, errors, startup) and [`consumer`] is what
-//! services consuming the events build on. [`cli`] is the command line on
-//! top: `subscribe`, `send` and `healthcheck`.
+//! services consuming the events build on (binding, the worker with retries
+//! and dead letters, dedup). [`cli`] is the command line on top:
+//! `subscribe`, `send`, `consumers`, `dead-letters` and `healthcheck`.
 
 pub mod bridge;
 pub mod cli;

@@ -706,17 +706,33 @@ impl Raw {
             return Err(invalid("secrets.check_interval", "must be above 0"));
         }
 
-        if self.http.max_body_bytes == 0 {
+        self.http.validate()?;
+        self.nats.validate()?;
+        self.jetstream.validate()?;
+        Ok(Settings {
+            http: self.http,
+            nats: self.nats,
+            webhooks,
+            jetstream: self.jetstream,
+            log: self.log,
+            secrets: self.secrets,
+        })
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be above 0"));
         }
         // NATS refuses any max_payload above 64 MiB, so no server can take more.
-        if self.http.max_body_bytes > 64 * 1024 * 1024 {
+        if self.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "http.max_body_bytes",
                 "must be at most 67108864 (the largest max_payload a NATS server allows)",
             ));
         }
-        let (public, admin) = (self.http.listen, self.http.admin_listen);
+        let (public, admin) = (self.listen, self.admin_listen);
         let overlapping_ips = public.ip() == admin.ip()
             || public.ip().is_unspecified()
             || admin.ip().is_unspecified();
@@ -728,20 +744,26 @@ impl Raw {
                 ),
             ));
         }
-        if self.http.max_in_flight == 0 {
+        if self.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
-        if self.http.body_timeout.is_zero() {
+        if self.body_timeout.is_zero() {
             return Err(invalid("http.body_timeout", "must be above 0"));
         }
-        if self.http.header_timeout.is_zero() {
+        if self.header_timeout.is_zero() {
             return Err(invalid("http.header_timeout", "must be above 0"));
         }
-        if self.nats.url.is_empty() {
+        Ok(())
+    }
+}
+
+impl NatsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
         // Neither message echoes the URL: it may hold a password.
-        for (i, url) in self.nats.url.iter().enumerate() {
+        for (i, url) in self.url.iter().enumerate() {
             let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
                 return Err(invalid(
                     "nats.url",
@@ -760,50 +782,56 @@ impl Raw {
                 ));
             }
         }
-        if self.nats.publish_timeout.is_zero() {
+        if self.publish_timeout.is_zero() {
             return Err(invalid("nats.publish_timeout", "must be above 0"));
         }
-        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
                 "nats.tls_cert_file",
                 "nats.tls_cert_file and nats.tls_key_file go together",
             ));
         }
-        if self.nats.password.is_some() && self.nats.user.is_none() {
+        if self.password.is_some() && self.user.is_none() {
             return Err(invalid(
                 "nats.user",
                 "nats.password is set without nats.user",
             ));
         }
-        let js = &self.jetstream;
-        if js.enabled {
-            if !is_valid_stream_name(&js.stream) {
-                return Err(invalid("jetstream.stream", STREAM_NAME_RULE));
+        Ok(())
+    }
+}
+
+impl JetStreamSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.enabled {
+            let bad_name = self.stream.is_empty()
+                || self
+                    .stream
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+            if bad_name {
+                return Err(invalid(
+                    "jetstream.stream",
+                    "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
+                ));
             }
-            if js.replicas == 0 || js.replicas > 5 {
+            if self.replicas == 0 || self.replicas > 5 {
                 return Err(invalid("jetstream.replicas", "must be from 1 to 5"));
             }
-            if js.duplicate_window.is_zero() {
+            if self.duplicate_window.is_zero() {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must be above 0, or retried deliveries would be stored twice",
                 ));
             }
-            if !js.max_age.is_zero() && js.duplicate_window > js.max_age {
+            if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must not be longer than jetstream.max_age",
                 ));
             }
         }
-        Ok(Settings {
-            http: self.http,
-            nats: self.nats,
-            webhooks,
-            jetstream: self.jetstream,
-            log: self.log,
-            secrets: self.secrets,
-        })
+        Ok(())
     }
 }
 

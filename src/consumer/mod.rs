@@ -10,6 +10,15 @@
 //! - [`webhook`]: with several webhooks configured, the one to read (its
 //!   subject prefix, stream and secrets), named by [`WEBHOOK_ENV`]; or pick
 //!   one with [`Settings::webhook`].
+//! - [`Worker`] (in `worker`): a service built on a durable consumer, with
+//!   an async handler, retries on a back-off schedule, per-object order and
+//!   dead letters; [`dead_letters`] names, lists and redrives them;
+//!   [`Dedup`] (in `dedup`) skips events handled before.
+//! - [`list_consumers`]: every durable consumer on the stream, with its counts.
+
+pub mod dead_letters;
+pub mod dedup;
+pub mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +50,9 @@ pub fn webhook(settings: &Settings) -> Result<&WebhookConfig, SettingsError> {
     let selector = std::env::var(WEBHOOK_ENV).ok().filter(|s| !s.is_empty());
     settings.webhook(selector.as_deref())
 }
+
+pub use dedup::Dedup;
+pub use worker::{Delivery, Outcome, Worker, WorkerError};
 
 /// What to do when NATS is not there at the first attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +281,30 @@ pub async fn bind_durable(
     filters: &[SubjectFilter],
     start: Start,
 ) -> Result<(consumer::PullConsumer, Bound), BindError> {
+    bind_with(js, stream, name, filters, start, None).await
+}
+
+/// As [`bind_durable`], also setting the consumer's `ack_wait` (a worker's
+/// settings win over what an earlier run left).
+pub(crate) async fn bind_tuned(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+    ack_wait: Duration,
+) -> Result<(consumer::PullConsumer, Bound), BindError> {
+    bind_with(js, stream, name, filters, start, Some(ack_wait)).await
+}
+
+async fn bind_with(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+    ack_wait: Option<Duration>,
+) -> Result<(consumer::PullConsumer, Bound), BindError> {
     if !is_valid_consumer_name(name) {
         return Err(BindError::InvalidName(name.to_owned()));
     }
@@ -280,7 +316,9 @@ pub async fn bind_durable(
         Ok(info) => {
             let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
                 .map_err(|e| BindError::nats(format!("consumer `{name}`"), e))?;
-            if same_filters(&config, filters) {
+            let same = same_filters(&config, filters);
+            let ack_wait_differs = ack_wait.is_some_and(|w| w != config.ack_wait);
+            if same && !ack_wait_differs {
                 return Ok((
                     consumer::Consumer::new(config, info, js.clone()),
                     Bound::Resumed,
@@ -292,11 +330,19 @@ pub async fn bind_durable(
             }
             config.filter_subject = filter_subject;
             config.filter_subjects = filter_subjects;
+            if let Some(w) = ack_wait {
+                config.ack_wait = w;
+            }
             let updated = stream_handle
                 .update_consumer(config)
                 .await
                 .map_err(|e| failed(e.into()))?;
-            Ok((updated, Bound::FiltersChanged(before)))
+            let bound = if same {
+                Bound::Resumed
+            } else {
+                Bound::FiltersChanged(before)
+            };
+            Ok((updated, bound))
         }
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
             let created = stream_handle
@@ -307,6 +353,7 @@ pub async fn bind_durable(
                     filter_subjects,
                     deliver_policy: start.policy(),
                     ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ack_wait.unwrap_or_default(),
                     ..Default::default()
                 })
                 .await
@@ -315,6 +362,23 @@ pub async fn bind_durable(
         }
         Err(e) => Err(failed(e.into())),
     }
+}
+
+/// Every durable consumer on `stream`, by name.
+pub async fn list_consumers(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Vec<consumer::Info>, BindError> {
+    use futures_util::TryStreamExt as _;
+    let stream_handle = get_stream(js, stream).await?;
+    let mut all: Vec<consumer::Info> = stream_handle
+        .consumers()
+        .try_collect()
+        .await
+        .map_err(|e| BindError::nats(format!("cannot list the consumers of `{stream}`"), e))?;
+    all.retain(|c| c.config.durable_name.is_some());
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
 }
 
 /// As [`durable`], but waits for NATS, JetStream and the stream to be there,
@@ -336,104 +400,6 @@ pub async fn durable_when_ready(
                 tokio::time::sleep(retry).await;
             }
             Err(e) => return Err(e),
-        }
-    }
-}
-
-/// A long-running service reading one durable consumer: what the example
-/// workers are built on, and what a Rust consumer service needs.
-#[derive(Debug, Clone)]
-pub struct DurableWorker<'a> {
-    /// The bridge's stream (`jetstream.stream`).
-    pub stream: &'a str,
-    /// The durable consumer's name; every copy of a service that uses the
-    /// same name shares the work.
-    pub durable: &'a str,
-    pub filters: &'a [SubjectFilter],
-    /// Where the consumer starts when it is created.
-    pub start: Start,
-    /// Events pulled at a time; small batches spread work across copies.
-    pub max_batch: usize,
-}
-
-impl DurableWorker<'_> {
-    /// Reads until `shutdown` completes. Waits for NATS and the stream,
-    /// binds the consumer (again if it is deleted), hands each message's
-    /// subject and parsed event to `handle`, and acknowledges it only after
-    /// `handle` returned, so an event a crash interrupts comes again.
-    /// Fails only on what waiting cannot fix (an invalid consumer name).
-    pub async fn run<F>(
-        self,
-        js: &jetstream::Context,
-        shutdown: impl std::future::Future<Output = ()>,
-        mut handle: F,
-    ) -> Result<(), BindError>
-    where
-        F: FnMut(&str, Result<Event, serde_json::Error>),
-    {
-        use futures_util::StreamExt as _;
-        let retry = Duration::from_secs(2);
-        tokio::pin!(shutdown);
-        'bind: loop {
-            let bind = durable_when_ready(
-                js,
-                self.stream,
-                self.durable,
-                self.filters,
-                self.start,
-                retry,
-            );
-            let consumer = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                bound = bind => bound?,
-            };
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.max_batch)
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(consumer = self.durable, error = %e, "cannot read the consumer; trying again in {retry:?}");
-                    tokio::time::sleep(retry).await;
-                    continue;
-                }
-            };
-            tracing::info!(
-                consumer = self.durable,
-                stream = self.stream,
-                filters = ?self.filters.iter().map(SubjectFilter::as_str).collect::<Vec<_>>(),
-                "waiting for events"
-            );
-            loop {
-                let next = tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(msg)) => {
-                        handle(msg.subject.as_str(), Event::from_json(&msg.payload));
-                        if let Err(e) = msg.double_ack().await {
-                            tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
-                        }
-                    }
-                    Some(Err(e))
-                        if matches!(
-                            e.kind(),
-                            consumer::pull::MessagesErrorKind::ConsumerDeleted
-                        ) =>
-                    {
-                        tracing::warn!(
-                            consumer = self.durable,
-                            "the consumer was deleted; creating it again"
-                        );
-                        continue 'bind;
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
-                    None => continue 'bind,
-                }
-            }
         }
     }
 }

@@ -292,6 +292,36 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
     for name in consumers {
         let service = compose.service(&name);
         let argv = container_argv(&service);
+        if let Some(script) = python_example(&argv) {
+            // A Python example on its own image: its healthcheck asks for
+            // its durable with the same script.
+            let check = service.healthcheck_test();
+            assert_eq!(
+                check,
+                ["python", argv[1].as_str(), "--healthcheck"],
+                "`{name}`'s healthcheck"
+            );
+            let source = read_repo_file(&format!("examples/python/{script}"));
+            let env = service.environment();
+            let durable = env.get("DURABLE").cloned().unwrap_or_else(|| {
+                source
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DEFAULT_DURABLE = \""))
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("examples/python/{script} names no DEFAULT_DURABLE"))
+                    .to_owned()
+            });
+            assert!(
+                durables.insert(durable.clone()),
+                "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+            assert_eq!(
+                env.get("FASTPIX_BRIDGE__NATS__URL").map(String::as_str),
+                Some("nats://nats:4222"),
+                "`{name}`"
+            );
+            continue;
+        }
         assert!(
             shipped.contains(&argv[0]),
             "`{name}` runs {}, which the image does not ship ({shipped:?})",
@@ -491,6 +521,22 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
             .any(|(op, a)| op == "RUN" && a.contains("cargo")),
         "nothing is built in the runtime stage"
     );
+}
+
+/// `python /app/<script>.py …` (a Python example from examples/python/,
+/// built into its own image): the script's name.
+pub fn python_example(argv: &[String]) -> Option<&str> {
+    match argv {
+        [python, script, ..] if python == "python" => {
+            let name = script.strip_prefix("/app/")?;
+            assert!(
+                repo_path(&format!("examples/python/{name}")).is_file(),
+                "{script} is not in examples/python/"
+            );
+            Some(name)
+        }
+        _ => None,
+    }
 }
 
 /// Example programs in `examples/` (the image ships each one).
