@@ -215,6 +215,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let client = match consumer::connect(&settings.nats, DURABLE, Patience::Forever).await {
         Ok(c) => c,
         Err(e) => {
@@ -223,13 +231,13 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::LiveStream.filters(&settings.webhook.prefix);
+    let filters = Family::LiveStream.filters(&webhook.prefix);
     let flaky = std::env::args().skip(1).any(|a| a == "--flaky");
     let streams = Arc::new(Mutex::new(Streams::default()));
     tracing::info!(servers = ?settings.nats.url, consumer = DURABLE, flaky, "starting");
     let worker = Worker::new(
-        settings.jetstream.stream.clone(),
-        settings.webhook.prefix.clone(),
+        webhook.stream.clone(),
+        webhook.prefix.clone(),
         DURABLE,
         filters,
     );

@@ -138,6 +138,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Names this copy in its lines, so a scaled stack shows who did what.
     let copy = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
     let client = match consumer::connect(&settings.nats, GROUP, Patience::Forever).await {
@@ -148,12 +156,12 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::Media.filters(&settings.webhook.prefix);
+    let filters = Family::Media.filters(&webhook.prefix);
     let catalogue = Arc::new(Mutex::new(Catalogue::default()));
     tracing::info!(servers = ?settings.nats.url, group = GROUP, copy = %copy, "starting");
     let mut worker = Worker::new(
-        settings.jetstream.stream.clone(),
-        settings.webhook.prefix.clone(),
+        webhook.stream.clone(),
+        webhook.prefix.clone(),
         GROUP,
         filters,
     );

@@ -3,7 +3,8 @@
 //! The folders are layers, each importing only those listed before it:
 //! [`fastpix`] is what FastPix sends (envelope, signature, subject mapping,
 //! the one event catalog) and depends on nothing else in the crate;
-//! [`settings`] loads and validates configuration; [`ops`] names outcomes,
+//! [`settings`] loads and validates configuration (one or several webhooks,
+//! their signing secrets held for reloading); [`ops`] names outcomes,
 //! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
 //! (connection options, message headers, the `Sink` seam that publishing
 //! goes through, and the JetStream publisher behind it). Above

@@ -33,7 +33,8 @@ use crate::settings::WebhookConfig;
 /// publisher, or an in-memory sink in the delivery rules' tests.
 #[derive(Clone)]
 pub struct AppState<S = Publisher> {
-    pub webhook: Arc<WebhookConfig>,
+    /// Every webhook served; a route knows its webhook by its index here.
+    pub webhooks: Arc<[WebhookConfig]>,
     pub publisher: S,
     /// Bounds the deliveries handled at once (`http.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
@@ -71,8 +72,18 @@ const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 pub fn app<S: Sink>(state: AppState<S>) -> Router {
     // One Arc, so each request clones one pointer rather than every field.
     let state = Arc::new(state);
-    Router::new()
-        .route(&state.webhook.path.clone(), post(receive::<S>))
+    let mut router = Router::new();
+    for (index, webhook) in state.webhooks.iter().enumerate() {
+        router = router.route(
+            &webhook.path,
+            post(
+                move |State(state): State<Arc<AppState<S>>>, request: Request| {
+                    receive(state, index, request)
+                },
+            ),
+        );
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         .fallback(not_found)
@@ -104,11 +115,13 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Request) -> Response {
+async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Request) -> Response {
     let started = Instant::now();
+    let webhook = &state.webhooks[index];
     // `debug`, so that at the default level a request costs no span.
     let span = tracing::debug_span!(
         "webhook",
+        webhook = webhook.name.as_str(),
         event_id = Empty,
         event_type = Empty,
         subject = Empty,
@@ -116,7 +129,7 @@ async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Reques
     );
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
-    let result = handle(&state, &parts, &mut body)
+    let result = handle(&state, webhook, &parts, &mut body)
         .instrument(span.clone())
         .await;
     let (outcome, mut response) = span.in_scope(|| match result {
@@ -124,14 +137,14 @@ async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Reques
             let outcome = if stored.duplicate {
                 Outcome::Duplicate
             } else {
-                state.metrics.event_published(family);
+                state.metrics.event_published(index, family);
                 Outcome::Published
             };
             tracing::debug!(%outcome, seq = stored.seq, "event stored");
             (outcome, (StatusCode::OK, Json(stored)).into_response())
         }
         Ok(Accepted::Probe) => {
-            tracing::info!(outcome = %Outcome::Probe, "validation probe answered");
+            tracing::info!(webhook = webhook.name.as_str(), outcome = %Outcome::Probe, "validation probe answered");
             let body = Json(serde_json::json!({ "probe": true }));
             (Outcome::Probe, (StatusCode::OK, body).into_response())
         }
@@ -139,7 +152,7 @@ async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Reques
             let outcome = e.outcome();
             // A failed publish was logged by `ingest`, with the event it concerned.
             if !matches!(e, WebhookError::Unavailable(_)) {
-                tracing::info!(%outcome, error = %e, "delivery refused");
+                tracing::info!(webhook = webhook.name.as_str(), %outcome, error = %e, "delivery refused");
             }
             (outcome, e.into_response())
         }
@@ -160,7 +173,7 @@ async fn receive<S: Sink>(State(state): State<Arc<AppState<S>>>, request: Reques
             });
         }
     }
-    state.metrics.request(outcome, started.elapsed());
+    state.metrics.request(index, outcome, started.elapsed());
     response
 }
 
@@ -184,6 +197,7 @@ async fn linger(mut body: Body, time: Duration) {
 /// [`linger`].
 async fn handle<S: Sink>(
     state: &AppState<S>,
+    webhook: &WebhookConfig,
     parts: &Parts,
     body: &mut Option<Body>,
 ) -> Result<Accepted, WebhookError> {
@@ -205,7 +219,7 @@ async fn handle<S: Sink>(
     }
     // Without a signature only the probe can succeed: never read more of
     // an unsigned body than a probe can be.
-    let unsigned = signature.is_none_or(<[u8]>::is_empty) && !state.webhook.allow_unsigned;
+    let unsigned = signature.is_none_or(<[u8]>::is_empty) && !webhook.allow_unsigned;
     if unsigned && declared.is_some_and(|n| n > UNSIGNED_MAX_BYTES as u64) {
         return Err(WebhookError::Unsigned);
     }
@@ -223,7 +237,7 @@ async fn handle<S: Sink>(
         .get(headers::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
     ingest::ingest(
-        &state.webhook,
+        webhook,
         &state.publisher,
         Delivery {
             signature,

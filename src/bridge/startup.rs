@@ -66,22 +66,24 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = bind("http.listen", settings.http.listen).await?;
         let admin_listener = bind("http.admin_listen", settings.http.admin_listen).await?;
-        if settings.webhook.allow_unsigned {
+        for w in settings.webhooks.iter().filter(|w| w.allow_unsigned) {
             tracing::warn!(
-                "webhook.allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
+                webhook = w.name.as_str(),
+                "allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
             );
         }
-        let metrics = Metrics::new();
+        let names: Vec<&str> = settings.webhooks.iter().map(|w| w.name.as_str()).collect();
+        let metrics = Metrics::for_webhooks(&names);
         let publisher = Publisher::connect(
             &settings.nats,
             &settings.jetstream,
-            &settings.webhook.prefix,
+            &settings.webhooks,
             settings.http.max_body_bytes,
             metrics.clone(),
         )
         .await?;
         let state = AppState {
-            webhook: Arc::new(settings.webhook.clone()),
+            webhooks: settings.webhooks.clone().into(),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
             queued: Arc::default(),
@@ -131,11 +133,15 @@ impl Application {
             header: self.settings.http.header_timeout,
             shutdown_grace: self.settings.http.shutdown_grace,
         };
-        tracing::info!(
-            addr = %self.local_addr(),
-            path = %self.settings.webhook.path,
-            "listening for FastPix webhooks"
-        );
+        for w in self.settings.webhooks.iter() {
+            tracing::info!(
+                addr = %self.local_addr(),
+                webhook = w.name.as_str(),
+                path = %w.path,
+                prefix = %w.prefix,
+                "listening for FastPix webhooks"
+            );
+        }
         tracing::info!(
             addr = %self.admin_addr(),
             "admin listening: /metrics, /healthz, /readyz"
@@ -149,6 +155,11 @@ impl Application {
             async {
                 let _ = admin_stopped.await;
             },
+        ));
+        let reloads = tokio::spawn(crate::bridge::reload::watch(
+            self.state.webhooks.clone(),
+            self.state.metrics.clone(),
+            self.settings.secrets.check_interval,
         ));
         let metrics = self.state.metrics.clone();
         let upkeep = tokio::spawn(async move {
@@ -165,6 +176,7 @@ impl Application {
             tracing::warn!(error = %e, "the admin listener's task failed");
         }
         upkeep.abort();
+        reloads.abort();
         tracing::info!("stopped");
         Ok(())
     }

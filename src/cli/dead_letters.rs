@@ -63,8 +63,16 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let stream = settings.jetstream.stream.as_str();
-    let prefix = &settings.webhook.prefix;
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one whose dead letters these are.
+    let webhook = match crate::consumer::webhook(settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stream = webhook.stream.as_str();
+    let prefix = &webhook.prefix;
     let result = match command {
         DeadLettersCommand::List { consumer, json } => {
             dead_letters::list(&js, stream, prefix, consumer.as_deref())

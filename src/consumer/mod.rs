@@ -7,6 +7,9 @@
 //! - [`connect`], [`durable`], [`replay`]: a connection with the bridge's
 //!   settings, a durable consumer that resumes where it left off, and an
 //!   ordered replay from a point in time.
+//! - [`webhook`]: with several webhooks configured, the one to read (its
+//!   subject prefix, stream and secrets), named by [`WEBHOOK_ENV`]; or pick
+//!   one with [`Settings::webhook`].
 //! - [`Worker`] (in `worker`): a service built on a durable consumer, with
 //!   an async handler, retries on a back-off schedule, per-object order and
 //!   dead letters; [`dead_letters`] names, lists and redrives them;
@@ -34,7 +37,19 @@ pub use crate::fastpix::subject::{
 pub use crate::nats::connection::ConnectError;
 pub use crate::nats::headers;
 
-use crate::settings::NatsSettings;
+use crate::settings::{NatsSettings, SettingsError};
+pub use crate::settings::{Settings, WebhookConfig};
+
+/// Variable naming the webhook (by name or subject prefix) a consumer reads,
+/// and the default of `--webhook` on `subscribe` and `send`.
+pub const WEBHOOK_ENV: &str = "FASTPIX_BRIDGE_WEBHOOK";
+
+/// The webhook [`WEBHOOK_ENV`] names; when it is unset, the only one
+/// configured (an error lists them when there are several).
+pub fn webhook(settings: &Settings) -> Result<&WebhookConfig, SettingsError> {
+    let selector = std::env::var(WEBHOOK_ENV).ok().filter(|s| !s.is_empty());
+    settings.webhook(selector.as_deref())
+}
 
 pub use dedup::Dedup;
 pub use worker::{Delivery, Outcome, Worker, WorkerError};

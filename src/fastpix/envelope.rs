@@ -37,6 +37,8 @@ pub struct EventFields {
     pub object_type: Option<String>,
     pub object_id: Option<String>,
     pub workspace_id: Option<String>,
+    /// `createdAt` (or the older `created_at`) as sent, when header-safe.
+    pub created_at: Option<String>,
 }
 
 /// Why a signed body cannot be routed. The text is the reason given to the
@@ -69,6 +71,9 @@ struct Top<'a> {
     workspace: Option<&'a RawValue>,
     environment: Option<&'a RawValue>,
     duplicate_type: bool,
+    /// `createdAt`, else the older `created_at`: only CloudEvents' `time`
+    /// reads it, so a repeated or second spelling is ignored, never refused.
+    created_at: Option<&'a RawValue>,
 }
 
 /// The keys of [`Top`]; escaped spellings (`"typ\u0065"`) are the same key.
@@ -80,6 +85,8 @@ enum TopKey {
     Object,
     Workspace,
     Environment,
+    #[serde(rename = "createdAt", alias = "created_at")]
+    CreatedAt,
     #[serde(other)]
     Other,
 }
@@ -114,7 +121,11 @@ impl<'de> Deserialize<'de> for Top<'de> {
                         TopKey::Object => (&mut top.object, "object"),
                         TopKey::Workspace => (&mut top.workspace, "workspace"),
                         TopKey::Environment => (&mut top.environment, "environment"),
-                        TopKey::Other => {
+                        TopKey::CreatedAt if top.created_at.is_none() => {
+                            top.created_at = Some(map.next_value()?);
+                            continue;
+                        }
+                        TopKey::CreatedAt | TopKey::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
@@ -179,6 +190,10 @@ impl Envelope {
             object_type,
             object_id,
             workspace_id,
+            created_at: top
+                .created_at
+                .filter(|raw| raw.get().starts_with('"'))
+                .and_then(header_string),
         }))
     }
 }

@@ -24,6 +24,19 @@ pub const WORKSPACE_ID: &str = "FastPix-Workspace-Id";
 pub const BRIDGE_ERROR: &str = "FastPix-Bridge-Error";
 pub const CONTENT_TYPE: &str = "Content-Type";
 pub const TRACEPARENT: &str = "traceparent";
+/// The name of the webhook (workspace) a message came in through.
+pub const WEBHOOK: &str = "FastPix-Webhook";
+
+/// The CloudEvents NATS binding's binary-mode headers (when enabled).
+pub mod cloudevents {
+    pub const SPECVERSION: &str = "ce-specversion";
+    pub const ID: &str = "ce-id";
+    pub const SOURCE: &str = "ce-source";
+    pub const TYPE: &str = "ce-type";
+    pub const TIME: &str = "ce-time";
+    pub const SUBJECT: &str = "ce-subject";
+    pub const DATACONTENTTYPE: &str = "ce-datacontenttype";
+}
 
 /// The same names, built once: a name given as `&str` is copied into every message.
 pub(crate) mod names {
@@ -38,6 +51,18 @@ pub(crate) mod names {
     pub const BRIDGE_ERROR: HeaderName = HeaderName::from_static(headers::BRIDGE_ERROR);
     pub const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
     pub const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
+    pub const WEBHOOK: HeaderName = HeaderName::from_static(headers::WEBHOOK);
+    pub mod cloudevents {
+        use super::HeaderName;
+        use crate::nats::headers::cloudevents as ce;
+        pub const SPECVERSION: HeaderName = HeaderName::from_static(ce::SPECVERSION);
+        pub const ID: HeaderName = HeaderName::from_static(ce::ID);
+        pub const SOURCE: HeaderName = HeaderName::from_static(ce::SOURCE);
+        pub const TYPE: HeaderName = HeaderName::from_static(ce::TYPE);
+        pub const TIME: HeaderName = HeaderName::from_static(ce::TIME);
+        pub const SUBJECT: HeaderName = HeaderName::from_static(ce::SUBJECT);
+        pub const DATACONTENTTYPE: HeaderName = HeaderName::from_static(ce::DATACONTENTTYPE);
+    }
 }
 
 /// What the binding percent-encodes. The crate always encodes bytes above
@@ -83,6 +108,10 @@ mod tests {
             "vid%C3%A9o.m%C3%A9dia.pr%C3%AAt"
         );
         assert_eq!(encode_value("100%"), "100%25");
+        assert_eq!(
+            encode_value("/fastpix/workspaces/ws 1\"50%\"\u{e9}"),
+            "/fastpix/workspaces/ws%201%2250%25%22%C3%A9"
+        );
         for lone in ["%", " ", "\"", "\u{7f}"] {
             assert!(matches!(encode_value(lone), Cow::Owned(_)), "{lone:?}");
         }

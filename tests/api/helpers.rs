@@ -395,6 +395,28 @@ impl TestApp {
         }
     }
 
+    /// Starts a bridge with `settings` exactly as given (named webhooks,
+    /// secrets files), without the single-webhook defaults of `spawn_with`.
+    pub async fn spawn_settings(settings: Settings) -> Self {
+        init_logs();
+        let app = Application::build(settings.clone())
+            .await
+            .expect("bridge starts");
+        let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            admin_addr,
+            http: reqwest::Client::new(),
+            settings,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -416,7 +438,7 @@ impl TestApp {
     }
 
     pub fn webhook_url(&self) -> String {
-        self.url(&self.settings.webhook.path)
+        self.url(&self.settings.webhooks[0].path)
     }
 
     /// POSTs `body` signed with the test secret.

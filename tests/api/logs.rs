@@ -124,7 +124,7 @@ async fn the_binary_serves_metrics_and_probes_on_the_admin_port_only() {
     );
     let text = resp.text().await.unwrap();
     assert!(
-        text.contains("fastpix_bridge_requests_total{outcome=\"published\"} 0"),
+        text.contains("fastpix_bridge_requests_total{webhook=\"default\",outcome=\"published\"} 0"),
         "{text}"
     );
     assert_eq!(get(bridge.url("/metrics")).await.status(), 404);

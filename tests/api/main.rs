@@ -23,4 +23,5 @@ mod process;
 mod security;
 mod sender;
 mod webhook;
+mod webhooks;
 mod worker;
