@@ -7,10 +7,17 @@
 //! guaranteed order, so the worker keeps the last event it applied per live
 //! stream and ignores repeats and events older than that one.
 //!
+//! Going on air notifies the stream's followers, an async call to another
+//! service that can fail. With `--flaky` the call fails on the first delivery
+//! of each event that needs it: the handler returns a retry, the event comes
+//! back after the back-off delay (1s), and the second delivery succeeds. The
+//! worker's state changes only once the call succeeded, so a retried event is
+//! applied once.
+//!
 //! It prints one line per event on stdout; progress and problems go to stderr.
 //!
 //! ```text
-//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run --example live_stream_worker
+//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run --example live_stream_worker [-- --flaky]
 //! ```
 //!
 //! Settings are the bridge's own (`FASTPIX_BRIDGE__NATS__*`, `…__SUBJECT__PREFIX`,
@@ -20,10 +27,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use fastpix_nats_bridge::bridge::startup::shutdown_signal;
-use fastpix_nats_bridge::consumer::{self, DurableWorker, Event, Family, Patience, Start};
+use fastpix_nats_bridge::consumer::{self, Delivery, Event, Family, Outcome, Patience, Worker};
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
 use time::OffsetDateTime;
 
@@ -37,13 +46,23 @@ struct LiveStream {
 }
 
 #[derive(Default)]
-struct Worker {
+struct Streams {
     streams: HashMap<String, LiveStream>,
 }
 
-impl Worker {
-    /// Applies one event and returns the line that describes what was done.
-    fn handle(&mut self, event: &Event) -> String {
+/// What an event does to the state, decided before any side effect.
+struct Plan {
+    line: String,
+    stream_id: String,
+    /// The new state (`None`: forget the stream), or no change at all.
+    change: Option<Option<LiveStream>>,
+    /// Going on air: followers are notified before the change is applied.
+    notify: bool,
+}
+
+impl Streams {
+    /// Decides what one event does and the line that describes it.
+    fn plan(&self, event: &Event) -> Plan {
         let stream_id = match event.event_type.as_str() {
             // The recording of a live stream became a media: file it under the stream.
             "video.asset.created" => event
@@ -61,15 +80,23 @@ impl Worker {
 
         let known = self.streams.get(&stream_id);
         if let Some(k) = known {
+            let unchanged = |line: String| Plan {
+                line,
+                stream_id: stream_id.clone(),
+                change: None,
+                notify: false,
+            };
             if event.id.is_some() && k.last_event_id == event.id {
-                return format!("live stream {stream_id}: already handled, skipped {suffix}");
+                return unchanged(format!(
+                    "live stream {stream_id}: already handled, skipped {suffix}"
+                ));
             }
             if let (Some(new), Some(old)) = (event.created_at_time(), k.last_event_at)
                 && new < old
             {
-                return format!(
+                return unchanged(format!(
                     "live stream {stream_id}: older than the last event applied, ignored {suffix}"
-                );
+                ));
             }
         }
         let action = event.event_type.rsplit('.').next().unwrap_or_default();
@@ -105,20 +132,75 @@ impl Worker {
             Some(k) if k.status != status => format!("{} -> {status}", k.status),
             _ => status.clone(),
         };
-        if action == "deleted" && !is_asset {
-            self.streams.remove(&stream_id);
+        let change = if action == "deleted" && !is_asset {
+            None
         } else {
-            self.streams.insert(
-                stream_id.clone(),
-                LiveStream {
-                    status,
-                    last_event_id: event.id.clone(),
-                    last_event_at: event.created_at_time(),
-                },
-            );
+            Some(LiveStream {
+                status,
+                last_event_id: event.id.clone(),
+                last_event_at: event.created_at_time(),
+            })
+        };
+        Plan {
+            line: format!("live stream {stream_id}: {transition}: {reaction} {suffix}"),
+            stream_id,
+            change: Some(change),
+            notify: action == "active" && !is_asset,
         }
-        format!("live stream {stream_id}: {transition}: {reaction} {suffix}")
     }
+
+    fn apply(&mut self, plan: Plan) -> String {
+        match plan.change {
+            Some(Some(state)) => {
+                self.streams.insert(plan.stream_id, state);
+            }
+            Some(None) => {
+                self.streams.remove(&plan.stream_id);
+            }
+            None => {}
+        }
+        plan.line
+    }
+}
+
+/// Tells the stream's followers it is on air: a call to another service.
+/// `flaky` makes it fail on an event's first delivery.
+async fn notify_followers(stream_id: &str, delivered: u64, flaky: bool) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    if flaky && delivered == 1 {
+        return Err(format!(
+            "notification service timed out for live stream {stream_id}"
+        ));
+    }
+    Ok(())
+}
+
+/// One delivery: plan, run the async step, then apply and print.
+async fn handle(streams: &Mutex<Streams>, delivery: Delivery, flaky: bool) -> Outcome {
+    let event = match &delivery.event {
+        Ok(e) => e,
+        Err(e) => {
+            println!(
+                "[{DURABLE}] rejected a message on {} that is not an event: {e}",
+                delivery.subject.escape_debug()
+            );
+            return Outcome::reject(format!("not an event: {e}"));
+        }
+    };
+    let lock = || streams.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = lock().plan(event);
+    if plan.notify
+        && let Err(e) = notify_followers(&plan.stream_id, delivery.delivered, flaky).await
+    {
+        eprintln!(
+            "[{DURABLE}] delivery {} of event seq {} failed: {e}; retrying",
+            delivery.delivered, delivery.stream_sequence
+        );
+        return Outcome::retry(e);
+    }
+    let line = lock().apply(plan);
+    println!("[{DURABLE}] {line}");
+    Outcome::Success
 }
 
 #[tokio::main]
@@ -133,6 +215,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let client = match consumer::connect(&settings.nats, DURABLE, Patience::Forever).await {
         Ok(c) => c,
         Err(e) => {
@@ -141,22 +231,20 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::LiveStream.filters(&settings.webhook.prefix);
-    let mut streams = Worker::default();
-    tracing::info!(servers = ?settings.nats.url, consumer = DURABLE, "starting");
-    let worker = DurableWorker {
-        stream: &settings.jetstream.stream,
-        durable: DURABLE,
-        filters: &filters,
-        start: Start::All,
-        max_batch: 100,
-    };
+    let filters = Family::LiveStream.filters(&webhook.prefix);
+    let flaky = std::env::args().skip(1).any(|a| a == "--flaky");
+    let streams = Arc::new(Mutex::new(Streams::default()));
+    tracing::info!(servers = ?settings.nats.url, consumer = DURABLE, flaky, "starting");
+    let worker = Worker::new(
+        webhook.stream.clone(),
+        webhook.prefix.clone(),
+        DURABLE,
+        filters,
+    );
     let result = worker
-        .run(&js, shutdown_signal(), |subject, event| match event {
-            Ok(event) => println!("[{DURABLE}] {}", streams.handle(&event)),
-            Err(e) => {
-                println!("[{DURABLE}] skipped a message on {subject} that is not an event: {e}")
-            }
+        .run(&js, shutdown_signal(), move |delivery| {
+            let streams = streams.clone();
+            async move { handle(&streams, delivery, flaky).await }
         })
         .await;
     let _ = client.drain().await;

@@ -9,6 +9,11 @@
 //! service the catalogue is a table all copies share; here each copy keeps
 //! the share it was given in memory and says so.
 //!
+//! It handles four events at a time (`concurrency`), events of one media one
+//! at a time and in stream order. A message on a media subject that is not an
+//! event is rejected: it becomes a dead letter (`fastpix-nats-bridge
+//! dead-letters list --consumer media-catalog`).
+//!
 //! It prints one line per event on stdout; progress and problems go to stderr.
 //!
 //! ```text
@@ -23,9 +28,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use async_nats::jetstream;
 use fastpix_nats_bridge::bridge::startup::shutdown_signal;
-use fastpix_nats_bridge::consumer::{self, DurableWorker, Event, Family, Patience, Start};
+use fastpix_nats_bridge::consumer::{self, Event, Family, Outcome, Patience, Worker};
 use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
 use time::OffsetDateTime;
 
@@ -131,6 +138,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one to read.
+    let webhook = match consumer::webhook(&settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Names this copy in its lines, so a scaled stack shows who did what.
     let copy = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
     let client = match consumer::connect(&settings.nats, GROUP, Patience::Forever).await {
@@ -141,22 +156,39 @@ async fn main() -> ExitCode {
         }
     };
     let js = jetstream::new(client.clone());
-    let filters = Family::Media.filters(&settings.webhook.prefix);
-    let mut catalogue = Catalogue::default();
+    let filters = Family::Media.filters(&webhook.prefix);
+    let catalogue = Arc::new(Mutex::new(Catalogue::default()));
     tracing::info!(servers = ?settings.nats.url, group = GROUP, copy = %copy, "starting");
-    let worker = DurableWorker {
-        stream: &settings.jetstream.stream,
-        durable: GROUP,
-        filters: &filters,
-        start: Start::All,
-        max_batch: 10,
-    };
+    let mut worker = Worker::new(
+        webhook.stream.clone(),
+        webhook.prefix.clone(),
+        GROUP,
+        filters,
+    );
+    worker.concurrency = 4;
     let result = worker
-        .run(&js, shutdown_signal(), |subject, event| match event {
-            Ok(event) => println!("[{GROUP}@{copy}] {}", catalogue.apply(&event)),
-            Err(e) => println!(
-                "[{GROUP}@{copy}] skipped a message on {subject} that is not an event: {e}"
-            ),
+        .run(&js, shutdown_signal(), move |delivery| {
+            let catalogue = catalogue.clone();
+            let copy = copy.clone();
+            async move {
+                match &delivery.event {
+                    Ok(event) => {
+                        let line = catalogue
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .apply(event);
+                        println!("[{GROUP}@{copy}] {line}");
+                        Outcome::Success
+                    }
+                    Err(e) => {
+                        println!(
+                            "[{GROUP}@{copy}] rejected a message on {} that is not an event: {e}",
+                            delivery.subject.escape_debug()
+                        );
+                        Outcome::reject(format!("not an event: {e}"))
+                    }
+                }
+            }
         })
         .await;
     let _ = client.drain().await;

@@ -3,15 +3,18 @@
 //! The folders are layers, each importing only those listed before it:
 //! [`fastpix`] is what FastPix sends (envelope, signature, subject mapping,
 //! the one event catalog) and depends on nothing else in the crate;
-//! [`settings`] loads and validates configuration; [`ops`] names outcomes,
+//! [`settings`] loads and validates configuration (one or several webhooks,
+//! their signing secrets held for reloading); [`ops`] names outcomes,
 //! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
-//! (connection options, message headers, the JetStream publisher). Above
+//! (connection options, message headers, the `Sink` seam that publishing
+//! goes through, and the JetStream publisher behind it). Above
 //! them stand the two sides: [`bridge`] receives webhooks (routes, the
-//! delivery rules in `ingest`, errors, records of refusals, startup),
-//! [`consumer`] is what services consuming the events build on, and
-//! [`inspect`] is the inspector (a page and an API reading NATS only). [`cli`]
-//! is the command line on top: `subscribe`, `send`, `inspect` and
-//! `healthcheck`.
+//! delivery rules in `ingest`, errors, records of refusals, secrets reload,
+//! startup), [`consumer`] is what services consuming the events build on
+//! (binding, the worker with retries and dead letters, dedup), and
+//! [`inspect`] is the inspector (a page and an API reading NATS only).
+//! [`cli`] is the command line on top: `subscribe`, `send`, `consumers`,
+//! `dead-letters`, `inspect` and `healthcheck`.
 
 pub mod bridge;
 pub mod cli;

@@ -2,6 +2,9 @@
 //! environment variables, validated once at load so a bad value stops the
 //! process at startup with the key that is wrong, never on the first request.
 
+mod secrets;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::fastpix::signature::{SigningSecret, Verifier};
 use crate::fastpix::subject::SubjectPrefix;
+pub use secrets::{Secrets, SecretsFileError, read_secrets_file};
 
 /// Prefix of every environment variable the bridge reads.
 pub const ENV_PREFIX: &str = "FASTPIX_BRIDGE";
@@ -17,23 +21,35 @@ pub const ENV_PREFIX: &str = "FASTPIX_BRIDGE";
 pub const CONFIG_FILE_ENV: &str = "FASTPIX_BRIDGE_CONFIG";
 /// Room kept for NATS headers inside the server's `max_payload`.
 pub const HEADER_RESERVE_BYTES: usize = 4096;
+/// The name the single `[webhook]` section goes by (in `FastPix-Webhook`,
+/// the metrics' `webhook` label and `--webhook`).
+pub const DEFAULT_WEBHOOK_NAME: &str = "default";
 
 /// Why settings were refused. Every message names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot load settings: {0}")]
     Load(String),
+    /// The file or the environment could not be read into settings; the
+    /// message adds the variable of the key concerned, when config names one.
+    #[error("cannot load settings: {source}{}", env_hint(.source))]
+    Config {
+        #[source]
+        source: config::ConfigError,
+    },
     #[error("invalid setting `{key}` ({env}): {reason}")]
     Invalid {
-        key: &'static str,
+        key: String,
         env: String,
         reason: String,
     },
+    #[error("{0}")]
+    UnknownWebhook(String),
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
+fn invalid(key: &str, reason: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
-        key,
+        key: key.to_owned(),
         env: env_name(key),
         reason: reason.into(),
     }
@@ -52,24 +68,60 @@ pub fn env_name(key: &str) -> String {
 pub struct Settings {
     pub http: HttpSettings,
     pub nats: NatsSettings,
-    pub webhook: WebhookConfig,
+    /// Every webhook served, never empty: the single `[webhook]` section
+    /// (named [`DEFAULT_WEBHOOK_NAME`]), or the named `[webhooks.<name>]`
+    /// sorted by name.
+    pub webhooks: Vec<WebhookConfig>,
     pub jetstream: JetStreamSettings,
     pub log: LogSettings,
     pub inspect: InspectSettings,
+    pub secrets: SecretsSettings,
 }
 
-/// One FastPix webhook: where it is received, how it is verified, where its
-/// events go. Kept together so that a bridge can later serve several.
+/// One FastPix webhook (one workspace): where it is received, how it is
+/// verified, where its events go and how they are marked.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
+    /// `default` for the single section, else the key of `[webhooks.<name>]`.
+    pub name: String,
     /// HTTP path FastPix posts to.
     pub path: String,
-    /// Every signing secret accepted (several webhooks, or a rotation).
-    pub verifier: Verifier,
+    /// Every signing secret accepted (a rotation in progress), reloadable.
+    pub secrets: Secrets,
     /// Accept requests with no `FastPix-Signature` at all (development only).
     pub allow_unsigned: bool,
     /// Root of every subject this webhook's events are published on.
     pub prefix: SubjectPrefix,
+    /// The JetStream stream holding its events: its own, or `jetstream.stream`.
+    pub stream: String,
+    /// CloudEvents binary-mode headers, when enabled for this webhook.
+    pub cloudevents: Option<CloudEvents>,
+}
+
+/// How a webhook's events are described as CloudEvents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudEvents {
+    /// `ce-source` for an event without a workspace id.
+    pub source: String,
+    /// Put before the FastPix type in `ce-type` (`io.fastpix.`).
+    pub type_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// How often every `signing_secrets_file` is checked for a change
+    /// (SIGHUP reloads at once).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,10 +134,16 @@ pub struct HttpSettings {
     pub admin_listen: SocketAddr,
     /// Largest body accepted; also kept under the NATS server's `max_payload`.
     pub max_body_bytes: usize,
-    /// Requests handled at once; beyond it the bridge answers 503 at once
-    /// instead of queueing without bound. Bodies are buffered only for
-    /// these, so at most `max_in_flight × max_body_bytes` of body is held.
+    /// Requests handled at once. Bodies are buffered only for these, so at
+    /// most `max_in_flight × max_body_bytes` of body is held.
     pub max_in_flight: usize,
+    /// How long a delivery that finds every slot taken waits for one (first
+    /// come, first served) before it is refused with 503: absorbs bursts.
+    /// A waiting request has not read its body. `0s`: refuse at once.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Deliveries that may wait for a slot at once; beyond it, 503 at once.
+    pub max_queued: usize,
     /// A client must deliver its whole body within this, or gets 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -106,6 +164,8 @@ impl Default for HttpSettings {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             max_body_bytes: 1024 * 1024,
             max_in_flight: 256,
+            queue_timeout: Duration::from_secs(1),
+            max_queued: 1024,
             body_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
@@ -311,6 +371,7 @@ struct WebhookRaw {
     path: String,
     #[serde(deserialize_with = "string_list")]
     signing_secrets: Vec<String>,
+    signing_secrets_file: Option<PathBuf>,
     allow_unsigned: bool,
 }
 
@@ -319,9 +380,41 @@ impl Default for WebhookRaw {
         Self {
             path: "/webhooks/fastpix".to_owned(),
             signing_secrets: Vec::new(),
+            signing_secrets_file: None,
             allow_unsigned: false,
         }
     }
+}
+
+/// `[webhooks.<name>]`: the single section's keys, plus its own subject
+/// prefix, stream and CloudEvents overrides.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct NamedWebhookRaw {
+    path: Option<String>,
+    #[serde(deserialize_with = "string_list")]
+    signing_secrets: Vec<String>,
+    signing_secrets_file: Option<PathBuf>,
+    allow_unsigned: bool,
+    prefix: Option<String>,
+    stream: Option<String>,
+    cloudevents: CloudEventsOverride,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct CloudEventsRaw {
+    enabled: bool,
+    source: Option<String>,
+    type_prefix: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct CloudEventsOverride {
+    enabled: Option<bool>,
+    source: Option<String>,
+    type_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,11 +436,15 @@ impl Default for SubjectRaw {
 struct Raw {
     http: HttpSettings,
     nats: NatsSettings,
-    webhook: WebhookRaw,
+    /// `None` when the section is absent, to tell it apart from `webhooks`.
+    webhook: Option<WebhookRaw>,
+    webhooks: BTreeMap<String, NamedWebhookRaw>,
     subject: SubjectRaw,
     jetstream: JetStreamSettings,
     log: LogSettings,
     inspect: InspectSettings,
+    cloudevents: CloudEventsRaw,
+    secrets: SecretsSettings,
 }
 
 /// Accepts `"a, b"` or `["a", "b"]`; empty entries are dropped.
@@ -429,63 +526,309 @@ impl Settings {
         let raw: Raw = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| SettingsError::Load(describe_config_error(&e)))?;
+            .map_err(|source| SettingsError::Config { source })?;
         raw.validate(purpose)
     }
 }
 
-/// config's messages name the key as `http.listen`; add the variable too.
-fn describe_config_error(e: &config::ConfigError) -> String {
-    let text = e.to_string();
-    match text.rfind("for key `") {
-        Some(i) => {
-            let key = text[i + 9..].trim_end_matches(['`', '.']);
-            let key = key.split('`').next().unwrap_or(key);
-            format!("{text} (environment variable {})", env_name(key))
-        }
-        None => text,
+/// The key a config error is about (`http.listen`), read from the error's
+/// structure: the outermost one given.
+fn config_key(e: &config::ConfigError) -> Option<&str> {
+    match e {
+        config::ConfigError::At { key: Some(key), .. }
+        | config::ConfigError::Type { key: Some(key), .. } => Some(key),
+        config::ConfigError::At { error, .. } => config_key(error),
+        _ => None,
     }
 }
 
+/// config's messages name the key as `http.listen`; add the variable too.
+fn env_hint(e: &config::ConfigError) -> String {
+    config_key(e).map_or_else(String::new, |key| {
+        format!(" (environment variable {})", env_name(key))
+    })
+}
+
+/// One webhook's settings before checking, with the keys they came from.
+struct WebhookDraft<'a> {
+    name: String,
+    /// `webhook` or `webhooks.<name>`: what every key of it starts with.
+    keys: String,
+    path: String,
+    inline: &'a [String],
+    file: Option<&'a Path>,
+    allow_unsigned: bool,
+    prefix: String,
+    prefix_key: String,
+    stream: Option<&'a str>,
+    cloudevents: Option<&'a CloudEventsOverride>,
+}
+
+/// A webhook name is a subject token, a path segment and a header value;
+/// lowercase because environment variable names reach the bridge lowercased.
+fn is_valid_webhook_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+}
+
+const STREAM_NAME_RULE: &str = "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`";
+
+/// True when one prefix's subjects can fall under the other's (`a` and
+/// `a.b`, or equal ones): their `<prefix>.>` filters overlap.
+fn prefixes_overlap(a: &SubjectPrefix, b: &SubjectPrefix) -> bool {
+    let (a, b) = (a.as_str(), b.as_str());
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long == short || long.starts_with(&format!("{short}."))
+}
+
 impl Raw {
-    fn validate(self, purpose: Purpose) -> Result<Settings, SettingsError> {
-        let secrets = self
-            .webhook
-            .signing_secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                SigningSecret::from_base64(s).map_err(|e| {
-                    invalid("webhook.signing_secrets", format!("secret #{} {e}", i + 1))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if secrets.is_empty() && !self.webhook.allow_unsigned && purpose == Purpose::Bridge {
+    fn drafts(&self) -> Result<Vec<WebhookDraft<'_>>, SettingsError> {
+        if self.webhook.is_some() && !self.webhooks.is_empty() {
+            let names: Vec<&str> = self.webhooks.keys().map(String::as_str).collect();
             return Err(invalid(
-                "webhook.signing_secrets",
+                "webhooks",
                 format!(
-                    "no signing secret is set: copy it from the FastPix dashboard, or set {}=true for development only",
-                    env_name("webhook.allow_unsigned")
+                    "both the single [webhook] section and named webhooks ({}) are set; a bridge uses one or the other: move the [webhook] settings into a [webhooks.<name>] section, or remove the named ones",
+                    names.join(", ")
                 ),
             ));
         }
-        if !self.webhook.path.starts_with('/') {
-            return Err(invalid("webhook.path", "must start with `/`"));
+        if self.webhooks.is_empty() {
+            static DEFAULT: std::sync::OnceLock<WebhookRaw> = std::sync::OnceLock::new();
+            let w = self
+                .webhook
+                .as_ref()
+                .unwrap_or_else(|| DEFAULT.get_or_init(WebhookRaw::default));
+            return Ok(vec![WebhookDraft {
+                name: DEFAULT_WEBHOOK_NAME.to_owned(),
+                keys: "webhook".to_owned(),
+                path: w.path.clone(),
+                inline: &w.signing_secrets,
+                file: w.signing_secrets_file.as_deref(),
+                allow_unsigned: w.allow_unsigned,
+                prefix: self.subject.prefix.clone(),
+                prefix_key: "subject.prefix".to_owned(),
+                stream: None,
+                cloudevents: None,
+            }]);
         }
-        let prefix = SubjectPrefix::new(&self.subject.prefix)
-            .map_err(|e| invalid("subject.prefix", e.to_string()))?;
+        let mut drafts = Vec::new();
+        for (name, w) in &self.webhooks {
+            let keys = format!("webhooks.{name}");
+            if !is_valid_webhook_name(name) {
+                return Err(invalid(
+                    &keys,
+                    format!(
+                        "the webhook name {name:?} must be 1 to 64 lowercase letters, digits, `_` or `-`"
+                    ),
+                ));
+            }
+            drafts.push(WebhookDraft {
+                name: name.clone(),
+                path: w
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/webhooks/{name}")),
+                inline: &w.signing_secrets,
+                file: w.signing_secrets_file.as_deref(),
+                allow_unsigned: w.allow_unsigned,
+                prefix: w
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{name}", self.subject.prefix)),
+                prefix_key: format!("{keys}.prefix"),
+                stream: w.stream.as_deref(),
+                cloudevents: Some(&w.cloudevents),
+                keys,
+            });
+        }
+        Ok(drafts)
+    }
 
-        if self.http.max_body_bytes == 0 {
+    fn webhooks(&self, purpose: Purpose) -> Result<Vec<WebhookConfig>, SettingsError> {
+        let mut done: Vec<(WebhookConfig, String)> = Vec::new();
+        for d in self.drafts()? {
+            let keys = &d.keys;
+            let secrets_key = format!("{keys}.signing_secrets");
+            let file_key = format!("{keys}.signing_secrets_file");
+            if !d.inline.is_empty() && d.file.is_some() {
+                return Err(invalid(
+                    &file_key,
+                    format!("set either {secrets_key} or {file_key}, not both"),
+                ));
+            }
+            let mut secrets = d
+                .inline
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    SigningSecret::from_base64(s)
+                        .map_err(|e| invalid(&secrets_key, format!("secret #{} {e}", i + 1)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(file) = d.file {
+                match read_secrets_file(file) {
+                    Ok(s) => secrets = s,
+                    // A client (`subscribe`, a worker) may run where the file is not mounted.
+                    Err(_) if purpose == Purpose::Client => {}
+                    Err(e) => return Err(invalid(&file_key, e.to_string())),
+                }
+            }
+            if secrets.is_empty() && !d.allow_unsigned && purpose == Purpose::Bridge {
+                return Err(invalid(
+                    &secrets_key,
+                    format!(
+                        "no signing secret is set for webhook `{}`: copy it from the FastPix dashboard into {secrets_key} or a file named by {file_key}, or set {}=true for development only",
+                        d.name,
+                        env_name(&format!("{keys}.allow_unsigned"))
+                    ),
+                ));
+            }
+            let path_key = format!("{keys}.path");
+            if !d.path.starts_with('/') {
+                return Err(invalid(&path_key, "must start with `/`"));
+            }
+            // The router reads `{…}` and `*` as captures, and serves the probes itself.
+            if d.path.contains(['{', '}', '*']) || matches!(d.path.as_str(), "/healthz" | "/readyz")
+            {
+                return Err(invalid(
+                    &path_key,
+                    "must not contain `{`, `}` or `*`, nor be /healthz or /readyz",
+                ));
+            }
+            let prefix =
+                SubjectPrefix::new(&d.prefix).map_err(|e| invalid(&d.prefix_key, e.to_string()))?;
+            let stream = match d.stream {
+                Some(s) if !is_valid_stream_name(s) => {
+                    return Err(invalid(&format!("{keys}.stream"), STREAM_NAME_RULE));
+                }
+                Some(s) => s.to_owned(),
+                None => self.jetstream.stream.clone(),
+            };
+            for (other, other_keys) in &done {
+                if other.path == d.path {
+                    return Err(invalid(
+                        &path_key,
+                        format!(
+                            "{} is also the path of webhook `{}`; every webhook needs its own",
+                            d.path, other.name
+                        ),
+                    ));
+                }
+                if prefixes_overlap(&other.prefix, &prefix) {
+                    return Err(invalid(
+                        &d.prefix_key,
+                        format!(
+                            "{prefix} overlaps {other_keys}.prefix ({}) of webhook `{}`: one webhook's events would land under the other's prefix (and JetStream refuses overlapping streams); give each a prefix the other does not start with",
+                            other.prefix, other.name
+                        ),
+                    ));
+                }
+            }
+            let cloudevents = self.cloudevents_for(&d)?;
+            done.push((
+                WebhookConfig {
+                    name: d.name,
+                    path: d.path,
+                    secrets: Secrets::new(
+                        Verifier::new(secrets),
+                        d.file.map(Path::to_owned),
+                        d.allow_unsigned,
+                    ),
+                    allow_unsigned: d.allow_unsigned,
+                    prefix,
+                    stream,
+                    cloudevents,
+                },
+                d.keys,
+            ));
+        }
+        Ok(done.into_iter().map(|(w, _)| w).collect())
+    }
+
+    fn cloudevents_for(&self, d: &WebhookDraft<'_>) -> Result<Option<CloudEvents>, SettingsError> {
+        let global = &self.cloudevents;
+        let over = d.cloudevents;
+        let enabled = over.and_then(|o| o.enabled).unwrap_or(global.enabled);
+        if !enabled {
+            return Ok(None);
+        }
+        let (source_key, source) = match over.and_then(|o| o.source.clone()) {
+            Some(s) => (format!("{}.cloudevents.source", d.keys), s),
+            None => (
+                "cloudevents.source".to_owned(),
+                global
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| format!("/fastpix/webhooks/{}", d.name)),
+            ),
+        };
+        if source.is_empty() || source.chars().any(char::is_control) {
+            return Err(invalid(
+                &source_key,
+                "must be a non-empty URI reference without control characters",
+            ));
+        }
+        let (prefix_key, type_prefix) = match over.and_then(|o| o.type_prefix.clone()) {
+            Some(p) => (format!("{}.cloudevents.type_prefix", d.keys), p),
+            None => (
+                "cloudevents.type_prefix".to_owned(),
+                global.type_prefix.clone(),
+            ),
+        };
+        if type_prefix.chars().any(char::is_control) {
+            return Err(invalid(&prefix_key, "must not hold control characters"));
+        }
+        Ok(Some(CloudEvents {
+            source,
+            type_prefix,
+        }))
+    }
+
+    fn validate(self, purpose: Purpose) -> Result<Settings, SettingsError> {
+        let webhooks = self.webhooks(purpose)?;
+        if self.secrets.check_interval.is_zero() {
+            return Err(invalid("secrets.check_interval", "must be above 0"));
+        }
+
+        self.http.validate()?;
+        self.nats.validate()?;
+        self.jetstream.validate()?;
+        Ok(Settings {
+            http: self.http,
+            nats: self.nats,
+            webhooks,
+            jetstream: self.jetstream,
+            log: self.log,
+            secrets: self.secrets,
+            inspect: self.inspect,
+        })
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be above 0"));
         }
         // NATS refuses any max_payload above 64 MiB, so no server can take more.
-        if self.http.max_body_bytes > 64 * 1024 * 1024 {
+        if self.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "http.max_body_bytes",
                 "must be at most 67108864 (the largest max_payload a NATS server allows)",
             ));
         }
-        let (public, admin) = (self.http.listen, self.http.admin_listen);
+        let (public, admin) = (self.listen, self.admin_listen);
         let overlapping_ips = public.ip() == admin.ip()
             || public.ip().is_unspecified()
             || admin.ip().is_unspecified();
@@ -497,20 +840,26 @@ impl Raw {
                 ),
             ));
         }
-        if self.http.max_in_flight == 0 {
+        if self.max_in_flight == 0 {
             return Err(invalid("http.max_in_flight", "must be above 0"));
         }
-        if self.http.body_timeout.is_zero() {
+        if self.body_timeout.is_zero() {
             return Err(invalid("http.body_timeout", "must be above 0"));
         }
-        if self.http.header_timeout.is_zero() {
+        if self.header_timeout.is_zero() {
             return Err(invalid("http.header_timeout", "must be above 0"));
         }
-        if self.nats.url.is_empty() {
+        Ok(())
+    }
+}
+
+impl NatsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.url.is_empty() {
             return Err(invalid("nats.url", "must name at least one server"));
         }
         // Neither message echoes the URL: it may hold a password.
-        for (i, url) in self.nats.url.iter().enumerate() {
+        for (i, url) in self.url.iter().enumerate() {
             let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
                 return Err(invalid(
                     "nats.url",
@@ -529,25 +878,30 @@ impl Raw {
                 ));
             }
         }
-        if self.nats.publish_timeout.is_zero() {
+        if self.publish_timeout.is_zero() {
             return Err(invalid("nats.publish_timeout", "must be above 0"));
         }
-        if self.nats.tls_cert_file.is_some() != self.nats.tls_key_file.is_some() {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
                 "nats.tls_cert_file",
                 "nats.tls_cert_file and nats.tls_key_file go together",
             ));
         }
-        if self.nats.password.is_some() && self.nats.user.is_none() {
+        if self.password.is_some() && self.user.is_none() {
             return Err(invalid(
                 "nats.user",
                 "nats.password is set without nats.user",
             ));
         }
-        let js = &self.jetstream;
-        if js.enabled {
-            let bad_name = js.stream.is_empty()
-                || js
+        Ok(())
+    }
+}
+
+impl JetStreamSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.enabled {
+            let bad_name = self.stream.is_empty()
+                || self
                     .stream
                     .chars()
                     .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
@@ -557,35 +911,58 @@ impl Raw {
                     "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
                 ));
             }
-            if js.replicas == 0 || js.replicas > 5 {
+            if self.replicas == 0 || self.replicas > 5 {
                 return Err(invalid("jetstream.replicas", "must be from 1 to 5"));
             }
-            if js.duplicate_window.is_zero() {
+            if self.duplicate_window.is_zero() {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must be above 0, or retried deliveries would be stored twice",
                 ));
             }
-            if !js.max_age.is_zero() && js.duplicate_window > js.max_age {
+            if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
                 return Err(invalid(
                     "jetstream.duplicate_window",
                     "must not be longer than jetstream.max_age",
                 ));
             }
         }
-        Ok(Settings {
-            http: self.http,
-            nats: self.nats,
-            webhook: WebhookConfig {
-                path: self.webhook.path,
-                verifier: Verifier::new(secrets),
-                allow_unsigned: self.webhook.allow_unsigned,
-                prefix,
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The webhook a client command or consumer works with: the one named
+    /// `selector`, or whose subject prefix it is; with no selector, the only
+    /// webhook there is.
+    pub fn webhook(&self, selector: Option<&str>) -> Result<&WebhookConfig, SettingsError> {
+        let names = || {
+            self.webhooks
+                .iter()
+                .map(|w| format!("{} ({})", w.name, w.prefix))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match selector {
+            None => match self.webhooks.as_slice() {
+                [only] => Ok(only),
+                _ => Err(SettingsError::UnknownWebhook(format!(
+                    "several webhooks are configured: pick one with --webhook NAME or PREFIX, one of {}",
+                    names()
+                ))),
             },
-            jetstream: self.jetstream,
-            log: self.log,
-            inspect: self.inspect,
-        })
+            Some(s) => self
+                .webhooks
+                .iter()
+                .find(|w| w.name == s)
+                .or_else(|| self.webhooks.iter().find(|w| w.prefix.as_str() == s))
+                .ok_or_else(|| {
+                    SettingsError::UnknownWebhook(format!(
+                        "no webhook is named {s:?} or has that subject prefix; configured: {}",
+                        names()
+                    ))
+                }),
+        }
     }
 }
 
@@ -619,13 +996,15 @@ mod tests {
         assert_eq!(s.http.admin_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(s.http.max_body_bytes, 1_048_576);
         assert_eq!(s.http.max_in_flight, 256);
+        assert_eq!(s.http.queue_timeout, Duration::from_secs(1));
+        assert_eq!(s.http.max_queued, 1024);
         assert_eq!(s.http.body_timeout, Duration::from_secs(10));
         assert_eq!(s.http.header_timeout, Duration::from_secs(10));
         assert_eq!(s.nats.url, vec!["nats://127.0.0.1:4222"]);
         assert_eq!(s.nats.publish_timeout, Duration::from_secs(5));
-        assert_eq!(s.webhook.path, "/webhooks/fastpix");
-        assert!(!s.webhook.allow_unsigned);
-        assert_eq!(s.webhook.prefix.as_str(), "fastpix");
+        assert_eq!(s.webhooks[0].path, "/webhooks/fastpix");
+        assert!(!s.webhooks[0].allow_unsigned);
+        assert_eq!(s.webhooks[0].prefix.as_str(), "fastpix");
         assert!(s.jetstream.enabled);
         assert_eq!(s.jetstream.stream, "FASTPIX");
         assert_eq!(s.jetstream.max_age, Duration::from_secs(30 * 86400));
@@ -656,12 +1035,12 @@ mod tests {
         assert_eq!(s.http.max_body_bytes, 2048);
         assert_eq!(s.nats.url, vec!["nats://a:4222", "nats://b:4222"]);
         assert_eq!(s.nats.publish_timeout, Duration::from_millis(750));
-        assert_eq!(s.webhook.prefix.as_str(), "acme.fastpix");
+        assert_eq!(s.webhooks[0].prefix.as_str(), "acme.fastpix");
         assert!(!s.jetstream.enabled);
         assert_eq!(s.jetstream.max_age, Duration::from_secs(7 * 86400));
         assert_eq!(s.jetstream.storage, Storage::Memory);
         assert_eq!(s.log.format, LogFormat::Json);
-        assert!(!s.webhook.verifier.is_empty());
+        assert!(!s.webhooks[0].secrets.current().is_empty());
     }
 
     #[test]
@@ -700,17 +1079,17 @@ mod tests {
             "{err}"
         );
         let s = load(&[("FASTPIX_BRIDGE__WEBHOOK__ALLOW_UNSIGNED", "true")]).unwrap();
-        assert!(s.webhook.allow_unsigned && s.webhook.verifier.is_empty());
+        assert!(s.webhooks[0].allow_unsigned && s.webhooks[0].secrets.current().is_empty());
     }
 
     #[test]
     fn clients_load_without_a_secret_but_keep_every_other_rule() {
         let client = |pairs: &[(&str, &str)]| Settings::load_for(Purpose::Client, None, env(pairs));
         let s = client(&[("FASTPIX_BRIDGE__NATS__URL", "nats://n:4222")]).unwrap();
-        assert!(s.webhook.verifier.is_empty());
+        assert!(s.webhooks[0].secrets.current().is_empty());
         assert_eq!(s.nats.url, vec!["nats://n:4222"]);
         let s = client(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
-        assert_eq!(s.webhook.verifier.secrets().len(), 1);
+        assert_eq!(s.webhooks[0].secrets.current().secrets().len(), 1);
         for (pairs, key) in [
             (
                 &[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", "not*base64")][..],
@@ -758,6 +1137,14 @@ mod tests {
             (
                 &[("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "0")],
                 "http.max_in_flight",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__QUEUE_TIMEOUT", "briefly")],
+                "http.queue_timeout",
+            ),
+            (
+                &[("FASTPIX_BRIDGE__HTTP__MAX_QUEUED", "-1")],
+                "http.max_queued",
             ),
             (
                 &[("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "0s")],
@@ -823,6 +1210,237 @@ mod tests {
             let err = load_err(&pairs);
             assert!(err.contains(key), "{pairs:?}: {err}");
         }
+        // A value config itself cannot read names its variable too.
+        for (pairs, var) in [
+            (
+                [("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", "lots")],
+                "FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES",
+            ),
+            (
+                [("FASTPIX_BRIDGE__JETSTREAM__ENABLED", "maybe")],
+                "FASTPIX_BRIDGE__JETSTREAM__ENABLED",
+            ),
+        ] {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET));
+            let err = load_err(&pairs);
+            assert!(err.contains(var), "{pairs:?}: {err}");
+        }
+    }
+
+    const SECRET_B: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+    #[test]
+    fn named_webhooks_take_their_defaults_from_the_name() {
+        let s = load(&[
+            ("FASTPIX_BRIDGE__WEBHOOKS__PROD__SIGNING_SECRETS", SECRET),
+            (
+                "FASTPIX_BRIDGE__WEBHOOKS__STAGING__SIGNING_SECRETS",
+                SECRET_B,
+            ),
+            (
+                "FASTPIX_BRIDGE__WEBHOOKS__STAGING__STREAM",
+                "FASTPIX_STAGING",
+            ),
+            (
+                "FASTPIX_BRIDGE__WEBHOOKS__STAGING__CLOUDEVENTS__ENABLED",
+                "true",
+            ),
+        ])
+        .unwrap();
+        let names: Vec<_> = s.webhooks.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["prod", "staging"]);
+        let (prod, staging) = (&s.webhooks[0], &s.webhooks[1]);
+        assert_eq!(prod.path, "/webhooks/prod");
+        assert_eq!(prod.prefix.as_str(), "fastpix.prod");
+        assert_eq!(prod.stream, "FASTPIX");
+        assert!(prod.cloudevents.is_none());
+        assert_eq!(staging.path, "/webhooks/staging");
+        assert_eq!(staging.prefix.as_str(), "fastpix.staging");
+        assert_eq!(staging.stream, "FASTPIX_STAGING");
+        assert_eq!(
+            staging.cloudevents.as_ref().map(|c| c.source.as_str()),
+            Some("/fastpix/webhooks/staging")
+        );
+        let sig = |secret: &str| SigningSecret::from_base64(secret).unwrap().sign(b"body");
+        assert!(
+            prod.secrets
+                .current()
+                .verify(sig(SECRET).as_bytes(), b"body")
+        );
+        assert!(
+            !prod
+                .secrets
+                .current()
+                .verify(sig(SECRET_B).as_bytes(), b"body")
+        );
+
+        assert_eq!(s.webhook(Some("staging")).unwrap().name, "staging");
+        assert_eq!(s.webhook(Some("fastpix.prod")).unwrap().name, "prod");
+        let err = s.webhook(None).unwrap_err().to_string();
+        assert!(
+            err.contains("--webhook") && err.contains("prod") && err.contains("staging"),
+            "{err}"
+        );
+        assert!(s.webhook(Some("dev")).is_err());
+        let single = load(&[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)]).unwrap();
+        assert_eq!(single.webhook(None).unwrap().name, "default");
+    }
+
+    #[test]
+    fn named_webhooks_read_from_a_file_with_cloudevents_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("prod-secrets");
+        std::fs::write(&secrets, format!("{SECRET}\n{SECRET_B}\n")).unwrap();
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[cloudevents]\nenabled = true\ntype_prefix = \"io.fastpix.\"\nsource = \"/acme\"\n\
+                 [webhooks.prod]\nsigning_secrets_file = \"{}\"\npath = \"/hooks/p\"\nprefix = \"acme.prod\"\n\
+                 [webhooks.staging]\nallow_unsigned = true\n[webhooks.staging.cloudevents]\nenabled = false\n",
+                secrets.display()
+            ),
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        let prod = s.webhook(Some("prod")).unwrap();
+        assert_eq!(prod.path, "/hooks/p");
+        assert_eq!(prod.prefix.as_str(), "acme.prod");
+        assert_eq!(prod.secrets.current().secrets().len(), 2);
+        assert_eq!(prod.secrets.file(), Some(secrets.as_path()));
+        assert_eq!(
+            prod.cloudevents,
+            Some(CloudEvents {
+                source: "/acme".to_owned(),
+                type_prefix: "io.fastpix.".to_owned()
+            })
+        );
+        assert!(s.webhook(Some("staging")).unwrap().cloudevents.is_none());
+    }
+
+    /// Variables set, and the texts the refusal must hold.
+    type RefusalCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+    #[test]
+    fn webhook_refusals_name_the_webhook_and_the_key() {
+        let both = load_err(&[
+            ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+            ("FASTPIX_BRIDGE__WEBHOOKS__PROD__SIGNING_SECRETS", SECRET),
+        ]);
+        assert!(
+            both.contains("[webhook]") && both.contains("prod"),
+            "{both}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let missing = missing.to_str().unwrap();
+        let cases: &[RefusalCase] = &[
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__SIGNING_SECRETS", SECRET_B),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__PATH", "/webhooks/a"),
+                ],
+                &["webhooks.b.path", "`a`"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__PREFIX", "fastpix"),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__SIGNING_SECRETS", SECRET_B),
+                ],
+                &["webhooks.b.prefix", "webhooks.a.prefix", "overlaps"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__PREFIX", "fastpix.a"),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__ALLOW_UNSIGNED", "true"),
+                ],
+                &["webhooks.b.prefix", "overlaps"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__B__PATH", "/b"),
+                ],
+                &[
+                    "webhooks.b.signing_secrets",
+                    "`b`",
+                    "FASTPIX_BRIDGE__WEBHOOKS__B__ALLOW_UNSIGNED",
+                ],
+            ),
+            (
+                &[("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", "not*b64")],
+                &["webhooks.a.signing_secrets"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS_FILE", missing),
+                ],
+                &["webhooks.a.signing_secrets_file", "not both"],
+            ),
+            (
+                &[("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS_FILE", missing)],
+                &["webhooks.a.signing_secrets_file", missing],
+            ),
+            (
+                &[("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS_FILE", missing)],
+                &["webhook.signing_secrets_file", missing],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__STREAM", "a.b"),
+                ],
+                &["webhooks.a.stream"],
+            ),
+            (&[("FASTPIX_BRIDGE__WEBHOOKS__A__PATHS", "/x")], &["paths"]),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__PATH", "/hooks/{id}"),
+                ],
+                &["webhooks.a.path", "`{`"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOK__PATH", "/readyz"),
+                ],
+                &["webhook.path", "/readyz"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__SECRETS__CHECK_INTERVAL", "0s"),
+                ],
+                &["secrets.check_interval"],
+            ),
+            (
+                &[
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__SIGNING_SECRETS", SECRET),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__CLOUDEVENTS__ENABLED", "true"),
+                    ("FASTPIX_BRIDGE__WEBHOOKS__A__CLOUDEVENTS__SOURCE", ""),
+                ],
+                &["webhooks.a.cloudevents.source"],
+            ),
+        ];
+        for (pairs, wanted) in cases {
+            let err = load_err(pairs);
+            for w in *wanted {
+                assert!(err.contains(w), "{pairs:?}: {w} not in {err}");
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(&path, "[webhooks.\"Prod X\"]\nallow_unsigned = true\n").unwrap();
+        let err = Settings::load_from(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook name"), "{err}");
     }
 
     #[test]

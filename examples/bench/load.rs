@@ -48,6 +48,9 @@ pub struct LoadResult {
     pub acknowledged: u64,
     /// Answers other than 2xx, warm-up included.
     pub non_2xx: u64,
+    /// 2xx answers per second to requests started after the warm-up: the
+    /// events stored per second.
+    pub stored_rps: f64,
     /// Requests that got no answer (connection refused, reset, …).
     pub errors: u64,
 }
@@ -56,6 +59,7 @@ pub struct LoadResult {
 struct ConnStats {
     latencies_us: Vec<u32>,
     acknowledged: u64,
+    acknowledged_measured: u64,
     non_2xx: u64,
     errors: u64,
     last_done: Option<Instant>,
@@ -120,6 +124,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadResult, String> {
     let mut all = Vec::new();
     let mut result = LoadResult::default();
     let mut last_done = measured_from;
+    let mut acknowledged_measured = 0;
     for task in tasks {
         let stats = task
             .await
@@ -128,6 +133,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadResult, String> {
         result.acknowledged += stats.acknowledged;
         result.non_2xx += stats.non_2xx;
         result.errors += stats.errors;
+        acknowledged_measured += stats.acknowledged_measured;
         if let Some(t) = stats.last_done {
             last_done = last_done.max(t);
         }
@@ -144,6 +150,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadResult, String> {
     result.seconds = last_done.duration_since(measured_from).as_secs_f64();
     result.rps = if result.seconds > 0.0 {
         result.requests as f64 / result.seconds
+    } else {
+        0.0
+    };
+    result.stored_rps = if result.seconds > 0.0 {
+        acknowledged_measured as f64 / result.seconds
     } else {
         0.0
     };
@@ -221,6 +232,9 @@ async fn connection(
                     .latencies_us
                     .push(u32::try_from(us).unwrap_or(u32::MAX));
                 stats.last_done = Some(done);
+                if ok {
+                    stats.acknowledged_measured += 1;
+                }
             }
         }
         driver.abort();

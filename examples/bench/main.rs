@@ -4,6 +4,8 @@
 //! round, the HTTP ceiling, the floor and the release bridge in turn (the order
 //! rotates every round), drives each with the same generator, checks the
 //! stream holds exactly the acknowledged events, and reports medians.
+//! `bench run --burst` drives the bridge alone, with its defaults, at 1x,
+//! 2x and 4x `http.max_in_flight` connections (a burst).
 //! `scripts/bench` builds and runs it. `bench load` drives any URL;
 //! `bench ceiling` and `bench floor` are the reference servers.
 
@@ -30,6 +32,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SECRET: &str = "YmVuY2htYXJrLXNpZ25pbmctc2VjcmV0";
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
+const BURST_BEGIN: &str = "<!-- bench-burst:begin -->";
+const BURST_END: &str = "<!-- bench-burst:end -->";
 
 #[derive(Parser)]
 #[command(about = "Load benchmark: the bridge against an HTTP ceiling and a JetStream floor")]
@@ -81,6 +85,10 @@ struct RunArgs {
     /// and that stored == acknowledged, not how fast.
     #[arg(long)]
     quick: bool,
+    /// The burst scenario instead: the bridge alone at 1x, 2x and 4x its
+    /// `http.max_in_flight` connections [rounds default: 3].
+    #[arg(long)]
+    burst: bool,
     /// Seconds measured per run [default: 10; quick: 2].
     #[arg(long)]
     duration: Option<f64>,
@@ -225,6 +233,7 @@ impl Sample {
     }
 }
 
+#[derive(Clone)]
 struct Plan {
     duration: f64,
     warmup: f64,
@@ -234,6 +243,8 @@ struct Plan {
     bridge: PathBuf,
     nats_server: PathBuf,
     command: String,
+    /// Settings given to the bridge on top of its defaults.
+    bridge_env: Vec<(String, String)>,
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
@@ -256,7 +267,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let plan = Plan {
         duration: args.duration.unwrap_or(if quick { 2.0 } else { 10.0 }),
         warmup: args.warmup.unwrap_or(if quick { 0.0 } else { 1.0 }),
-        rounds: args.rounds.unwrap_or(if quick { 1 } else { 5 }).max(1),
+        rounds: args
+            .rounds
+            .unwrap_or(match (quick, args.burst) {
+                (true, _) => 1,
+                (false, true) => 3,
+                (false, false) => 5,
+            })
+            .max(1),
         connections: args
             .connections
             .unwrap_or(if quick { 16 } else { 64 })
@@ -267,6 +285,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         command: args
             .command
             .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
+        bridge_env: Vec::new(),
     };
 
     let store = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -275,6 +294,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot connect to the benchmark nats-server: {e}"))?;
     let js = async_nats::jetstream::new(client);
+    if args.burst {
+        return burst(&plan, &nats, &js, store.path(), args.write.as_deref()).await;
+    }
     eprintln!(
         "==> {} round(s) x (ceiling, floor, bridge): {} connections, {}s warm-up + {}s each",
         plan.rounds, plan.connections, plan.warmup, plan.duration
@@ -369,7 +391,8 @@ async fn measure(
                 .env("FASTPIX_BRIDGE__NATS__URL", nats.url())
                 .env("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)
                 .env("FASTPIX_BRIDGE__JETSTREAM__STREAM", &stream)
-                .env("FASTPIX_BRIDGE__SUBJECT__PREFIX", &prefix);
+                .env("FASTPIX_BRIDGE__SUBJECT__PREFIX", &prefix)
+                .envs(plan.bridge_env.iter().cloned());
             (c, admin)
         }
     };
@@ -902,15 +925,222 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
     out
 }
 
+/// The burst scenario: the bridge with its defaults, driven by 1x, 2x and
+/// 4x `http.max_in_flight` connections, each level `plan.rounds` times.
+async fn burst(
+    plan: &Plan,
+    nats: &Nats,
+    js: &async_nats::jetstream::Context,
+    dir: &Path,
+    write: Option<&Path>,
+) -> Result<(), String> {
+    let defaults = fastpix_nats_bridge::settings::HttpSettings::default();
+    let bound = if plan.quick {
+        16
+    } else {
+        defaults.max_in_flight
+    };
+    let levels = [1, 2, 4];
+    eprintln!(
+        "==> burst: bridge at {:?} x {bound} connections, {} round(s), {}s warm-up + {}s each",
+        levels, plan.rounds, plan.warmup, plan.duration
+    );
+    let mut samples: Vec<(usize, Sample)> = Vec::new();
+    for round in 1..=plan.rounds {
+        for level in levels {
+            let mut at = plan.clone();
+            at.connections = bound * level;
+            if plan.quick {
+                // A small bound, so that a few seconds of a debug build
+                // still make requests wait.
+                at.bridge_env.push((
+                    "FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT".into(),
+                    bound.to_string(),
+                ));
+            }
+            // Rounds of different levels must not share a stream name.
+            let sample = measure(&at, nats, js, dir, round * 10 + level, Mode::Bridge).await?;
+            eprintln!(
+                "    round {round} {level}x ({} conn) {:>8.0} stored/s  p50 {:>7.2} ms  p99 {:>7.2} ms  non-2xx {}  errors {}  peak RSS {:.1} MiB  stored {} of {}",
+                at.connections,
+                sample.load.stored_rps,
+                sample.load.p50_ms,
+                sample.load.p99_ms,
+                sample.load.non_2xx,
+                sample.load.errors,
+                mib(sample.peak_rss_kib),
+                sample.stored.unwrap_or(0),
+                sample.load.acknowledged,
+            );
+            samples.push((level, sample));
+        }
+    }
+    let report = burst_report(plan, bound, &defaults, &levels, &samples);
+    println!("{report}");
+    if let Some(path) = write {
+        write_marked(path, BURST_BEGIN, BURST_END, &report)?;
+        eprintln!("==> results written to {}", path.display());
+    }
+    if let Some((_, s)) = samples.iter().find(|(_, s)| !s.consistent()) {
+        return Err(format!(
+            "stored != acknowledged: {:?} of {}",
+            s.stored, s.load.acknowledged
+        ));
+    }
+    Ok(())
+}
+
+fn burst_report(
+    plan: &Plan,
+    bound: usize,
+    defaults: &fastpix_nats_bridge::settings::HttpSettings,
+    levels: &[usize],
+    samples: &[(usize, Sample)],
+) -> String {
+    struct Level {
+        stored: f64,
+        non_2xx: u64,
+        errors: u64,
+        p50: f64,
+        p99: f64,
+        rss_mib: f64,
+    }
+    let at = |level: usize| {
+        let of: Vec<&Sample> = samples
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, s)| s)
+            .collect();
+        Level {
+            stored: median(of.iter().map(|s| s.load.stored_rps).collect()),
+            non_2xx: of.iter().map(|s| s.load.non_2xx).max().unwrap_or(0),
+            errors: of.iter().map(|s| s.load.errors).max().unwrap_or(0),
+            p50: median(of.iter().map(|s| s.load.p50_ms).collect()),
+            p99: median(of.iter().map(|s| s.load.p99_ms).collect()),
+            rss_mib: of.iter().map(|s| mib(s.peak_rss_kib)).fold(0.0, f64::max),
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Burst run
+"
+    );
+    let _ = writeln!(out, "- Command: `{}`", plan.command);
+    let _ = writeln!(
+        out,
+        "- Machine: `nproc` = {}, CPU: {}, kernel {}; build: {}, commit {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        first_line_of("uname", &["-r"]),
+        first_line_of("rustc", &["-V"]),
+        first_line_of("git", &["describe", "--always", "--dirty"])
+    );
+    let _ = writeln!(
+        out,
+        "- The bridge with its defaults (`max_in_flight` {}, `queue_timeout` {:?}, `max_queued` {}), {} s warm-up then {} s measured per run, {} round(s) per level; medians over rounds (non-2xx: the largest of any round; peak RSS: the largest).{}\n",
+        bound,
+        defaults.queue_timeout,
+        defaults.max_queued,
+        plan.warmup,
+        plan.duration,
+        plan.rounds,
+        if plan.quick {
+            " Quick mode: not a measurement."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| connections | stored events/s | of 1x | non-2xx | errors | p50 ms | p99 ms | peak RSS MiB |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let base = at(1);
+    for &level in levels {
+        let l = at(level);
+        let _ = writeln!(
+            out,
+            "| {} ({level}x) | {:.0} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            bound * level,
+            l.stored,
+            if base.stored > 0.0 {
+                l.stored / base.stored
+            } else {
+                0.0
+            },
+            l.non_2xx,
+            l.errors,
+            l.p50,
+            l.p99,
+            l.rss_mib
+        );
+    }
+    if plan.quick {
+        let _ = writeln!(out, "\nQuick mode: targets not evaluated.");
+        return out;
+    }
+    let (two, four) = (at(2), at(4));
+    let ratio = |l: &Level| {
+        if base.stored > 0.0 {
+            l.stored / base.stored
+        } else {
+            0.0
+        }
+    };
+    let p99_cap = defaults.queue_timeout.as_secs_f64() * 1000.0 + base.p99;
+    // The memory bound: the bodies of max_in_flight admitted requests (here
+    // ~1 KB each) on top of the bridge's own footprint; 48 MiB is the
+    // benchmark's RSS target for the bridge at its bound.
+    let rss_ok = |l: &Level| l.rss_mib <= 48.0;
+    let yes = |ok: bool| if ok { "met" } else { "**missed**" };
+    let _ = writeln!(out, "\n| target | figure | |\n|---|---|---|");
+    let rows = [
+        (
+            "stored/s at 2x ≥ 90% of 1x".to_owned(),
+            format!("{:.2}", ratio(&two)),
+            ratio(&two) >= 0.9,
+        ),
+        (
+            "stored/s at 4x ≥ 90% of 1x".to_owned(),
+            format!("{:.2}", ratio(&four)),
+            ratio(&four) >= 0.9,
+        ),
+        (
+            "non-2xx = 0 at 2x".to_owned(),
+            format!("{}", two.non_2xx),
+            two.non_2xx == 0,
+        ),
+        (
+            format!("p99 ≤ queue_timeout + 1x p99 = {p99_cap:.0} ms"),
+            format!("{:.2} ms at 2x, {:.2} ms at 4x", two.p99, four.p99),
+            two.p99 <= p99_cap && four.p99 <= p99_cap,
+        ),
+        (
+            "peak RSS ≤ 48 MiB (the bridge's RSS target)".to_owned(),
+            format!("{:.1} MiB at 4x", four.rss_mib),
+            rss_ok(&base) && rss_ok(&two) && rss_ok(&four),
+        ),
+    ];
+    for (target, figure, ok) in rows {
+        let _ = writeln!(out, "| {target} | {figure} | {} |", yes(ok));
+    }
+    out
+}
+
 /// Replaces the text between the `bench:begin` and `bench:end` markers of
 /// `path` (creating the file, or appending the markers, when missing), so
 /// prose around the figures survives a re-run.
 fn write_section(path: &Path, report: &str) -> Result<(), String> {
+    write_marked(path, BEGIN, END, report)
+}
+
+fn write_marked(path: &Path, begin: &str, end: &str, report: &str) -> Result<(), String> {
     let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{BEGIN}\n{report}{END}");
-    let text = match (existing.find(BEGIN), existing.find(END)) {
+    let section = format!("{begin}\n{report}{end}");
+    let text = match (existing.find(begin), existing.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{section}{}", &existing[..b], &existing[e + END.len()..])
+            format!("{}{section}{}", &existing[..b], &existing[e + end.len()..])
         }
         _ if existing.is_empty() => format!("# Benchmarks\n\n{section}\n"),
         _ => format!("{}\n{section}\n", existing.trim_end()),

@@ -2,6 +2,8 @@
 //! signature check, envelope reading, header building, publishing.
 //! The HTTP layer only reads the body and maps the result to a status.
 
+use std::borrow::Cow;
+
 use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -9,10 +11,10 @@ use sha2::{Digest, Sha256};
 use crate::bridge::error::WebhookError;
 use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
-use crate::nats::headers::names;
+use crate::nats::headers::{encode_value, names};
 use crate::nats::sink::{Outgoing, Sink, Stored};
 use crate::ops::outcome::Outcome;
-use crate::settings::WebhookConfig;
+use crate::settings::{CloudEvents, WebhookConfig};
 
 /// Header names on every published message.
 /// A delivery the bridge answered 2xx for.
@@ -58,13 +60,15 @@ pub async fn ingest<S: Sink>(
     match signature {
         None if is_probe_body(&delivery.body) => return Ok(Accepted::Probe),
         None if !webhook.allow_unsigned => return Err(WebhookError::Unsigned),
-        // With no secret configured (allow_unsigned), a signature cannot be checked.
-        Some(sig)
-            if !webhook.verifier.is_empty() && !webhook.verifier.verify(sig, &delivery.body) =>
-        {
-            return Err(WebhookError::BadSignature);
+        Some(sig) => {
+            // One set for the whole check, even if a reload swaps it meanwhile.
+            let verifier = webhook.secrets.current();
+            // With no secret configured (allow_unsigned), a signature cannot be checked.
+            if !verifier.is_empty() && !verifier.verify(sig, &delivery.body) {
+                return Err(WebhookError::BadSignature);
+            }
         }
-        _ => {}
+        None => {}
     }
 
     let mut fields = match Envelope::parse(&delivery.body) {
@@ -83,7 +87,7 @@ pub async fn ingest<S: Sink>(
     span.record("subject", subject.as_str());
     let traceparent = delivery.traceparent.filter(|tp| is_traceparent(tp));
     span.record("traceparent", traceparent);
-    let headers = event_headers(&mut fields, &delivery.body, traceparent);
+    let headers = event_headers(webhook, &mut fields, &delivery.body, traceparent);
     let published = publisher
         .publish(Outgoing {
             subject,
@@ -127,6 +131,7 @@ async fn keep_invalid<S: Sink>(
     insert_owned(&mut headers, names::MSG_ID, body_hash(body));
     insert(&mut headers, names::BRIDGE_ERROR, reason);
     insert(&mut headers, names::CONTENT_TYPE, "application/json");
+    insert(&mut headers, names::WEBHOOK, &webhook.name);
     let stored = publisher
         .publish(Outgoing {
             subject: webhook.prefix.invalid_subject(),
@@ -149,15 +154,29 @@ pub fn body_hash(body: &[u8]) -> String {
 
 /// The message headers. The object and workspace fields are moved into
 /// them (nothing reads them afterwards); id and type stay for the log.
-fn event_headers(fields: &mut EventFields, body: &[u8], traceparent: Option<&str>) -> HeaderMap {
+fn event_headers(
+    webhook: &WebhookConfig,
+    fields: &mut EventFields,
+    body: &[u8],
+    traceparent: Option<&str>,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
-    match &fields.id {
+    let msg_id = match &fields.id {
         Some(id) => {
             insert(&mut h, names::MSG_ID, id);
             insert(&mut h, names::EVENT_ID, id);
+            None
         }
-        None => insert_owned(&mut h, names::MSG_ID, body_hash(body)),
+        None => {
+            let hash = body_hash(body);
+            insert(&mut h, names::MSG_ID, &hash);
+            Some(hash)
+        }
+    };
+    if let Some(ce) = &webhook.cloudevents {
+        cloudevents_headers(&mut h, ce, fields, msg_id.as_deref());
     }
+    insert(&mut h, names::WEBHOOK, &webhook.name);
     insert(&mut h, names::EVENT_TYPE, fields.event_type.as_str());
     for (name, value) in [
         (names::OBJECT_TYPE, fields.object_type.take()),
@@ -173,6 +192,46 @@ fn event_headers(fields: &mut EventFields, body: &[u8], traceparent: Option<&str
         insert(&mut h, names::TRACEPARENT, tp);
     }
     h
+}
+
+/// The CloudEvents NATS binding's binary-mode attributes, each
+/// percent-encoded as the binding requires. Read before the object and
+/// workspace fields are moved into their own headers.
+fn cloudevents_headers(
+    h: &mut HeaderMap,
+    ce: &CloudEvents,
+    fields: &EventFields,
+    msg_id: Option<&str>,
+) {
+    use crate::nats::headers::names::cloudevents as n;
+    // The same encoding as every other header value: the binding's.
+    let mut put = |name: HeaderName, value: &str| insert(h, name, value);
+    put(n::SPECVERSION, "1.0");
+    // `ce-id` is required: an event without an id gets its message id (the body's hash).
+    if let Some(id) = fields.id.as_deref().or(msg_id) {
+        put(n::ID, id);
+    }
+    match &fields.workspace_id {
+        Some(ws) => put(n::SOURCE, &format!("/fastpix/workspaces/{ws}")),
+        None => put(n::SOURCE, &ce.source),
+    }
+    put(
+        n::TYPE,
+        &format!("{}{}", ce.type_prefix, fields.event_type.as_str()),
+    );
+    // A `time` that is not RFC 3339 would make the whole event unreadable to a CloudEvents SDK.
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    if let Some(t) = fields
+        .created_at
+        .as_deref()
+        .filter(|t| time::OffsetDateTime::parse(t, rfc3339).is_ok())
+    {
+        put(n::TIME, t);
+    }
+    if let Some(subject) = &fields.object_id {
+        put(n::SUBJECT, subject);
+    }
+    put(n::DATACONTENTTYPE, "application/json");
 }
 
 /// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context
@@ -199,20 +258,31 @@ fn is_traceparent(s: &str) -> bool {
 }
 
 fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    insert_owned(h, name, value.to_owned());
+    h.insert(name, encode_value(value).into_owned());
 }
 
-/// Values reaching here were checked for control characters; one that
-/// somehow has a line break is left out, since async-nats would panic on it.
+/// As [`insert`], reusing `value`'s allocation when it needs no encoding.
 fn insert_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
-    if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
-        h.insert(name, async_nats::HeaderValue::from(value));
-    }
+    let value = match encode_value(&value) {
+        Cow::Borrowed(_) => value,
+        Cow::Owned(encoded) => encoded,
+    };
+    h.insert(name, value);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::{Purpose, Settings};
+
+    fn webhook(pairs: &[(&str, &str)]) -> WebhookConfig {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Settings::load_for(Purpose::Client, None, Some(env)).unwrap();
+        s.webhooks.remove(0)
+    }
 
     #[test]
     fn probes_are_empty_or_empty_objects() {
@@ -231,6 +301,7 @@ mod tests {
             panic!()
         };
         let h = event_headers(
+            &webhook(&[]),
             &mut f,
             body,
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
@@ -247,14 +318,82 @@ mod tests {
         assert_eq!(get("FastPix-Workspace-Id").as_deref(), Some("w1"));
         assert_eq!(get("Content-Type").as_deref(), Some("application/json"));
         assert!(get("traceparent").is_some());
+        assert_eq!(get("FastPix-Webhook").as_deref(), Some("default"));
+        assert!(get("ce-specversion").is_none(), "CloudEvents is opt-in");
 
         let body = br#"{"type":"x"}"#;
         let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
             panic!()
         };
-        let h = event_headers(&mut f, body, Some("garbage"));
+        let h = event_headers(&webhook(&[]), &mut f, body, Some("garbage"));
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), body_hash(body));
         assert!(h.get("FastPix-Event-Id").is_none() && h.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded_outside_printable_ascii() {
+        let body = "{\"type\":\"vid\u{e9}o.ready\",\"id\":\"e 1%\",\"object\":{\"id\":\"%\"},\"workspace\":{\"id\":\"w\u{2028}\"}}";
+        let Envelope::Event(mut f) = Envelope::parse(body.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let hook = webhook(&[("FASTPIX_BRIDGE__WEBHOOKS__PROD__ALLOW_UNSIGNED", "true")]);
+        let h = event_headers(&hook, &mut f, body.as_bytes(), None);
+        let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            get("FastPix-Event-Type").as_deref(),
+            Some("vid%C3%A9o.ready")
+        );
+        assert_eq!(get("Nats-Msg-Id").as_deref(), Some("e%201%25"));
+        assert_eq!(get("FastPix-Event-Id").as_deref(), Some("e%201%25"));
+        assert_eq!(get("FastPix-Workspace-Id").as_deref(), Some("w%E2%80%A8"));
+        assert_eq!(get("FastPix-Object-Id").as_deref(), Some("%25"));
+    }
+
+    #[test]
+    fn cloudevents_headers_map_the_envelope_when_enabled() {
+        let hook = webhook(&[
+            ("FASTPIX_BRIDGE__WEBHOOKS__PROD__ALLOW_UNSIGNED", "true"),
+            ("FASTPIX_BRIDGE__CLOUDEVENTS__ENABLED", "true"),
+            ("FASTPIX_BRIDGE__CLOUDEVENTS__TYPE_PREFIX", "io.fastpix."),
+        ]);
+        let body = br#"{"type":"video.media.ready","id":"e1","object":{"type":"media","id":"m 1"},"workspace":{"id":"w%1"},"createdAt":"2026-05-11T20:42:16.361817248Z"}"#;
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
+            panic!()
+        };
+        let h = event_headers(&hook, &mut f, body, None);
+        let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+        assert_eq!(get("ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(get("ce-id").as_deref(), Some("e1"));
+        assert_eq!(
+            get("ce-source").as_deref(),
+            Some("/fastpix/workspaces/w%251")
+        );
+        assert_eq!(
+            get("ce-type").as_deref(),
+            Some("io.fastpix.video.media.ready")
+        );
+        assert_eq!(
+            get("ce-time").as_deref(),
+            Some("2026-05-11T20:42:16.361817248Z")
+        );
+        assert_eq!(get("ce-subject").as_deref(), Some("m%201"));
+        assert_eq!(
+            get("ce-datacontenttype").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(get("FastPix-Webhook").as_deref(), Some("prod"));
+
+        // No workspace, no id, a time that is not RFC 3339: the configured
+        // source, the message id, and no ce-time.
+        let body = br#"{"type":"video.media.ready","createdAt":"yesterday"}"#;
+        let Envelope::Event(mut f) = Envelope::parse(body).unwrap() else {
+            panic!()
+        };
+        let h = event_headers(&hook, &mut f, body, None);
+        let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
+        assert_eq!(get("ce-source").as_deref(), Some("/fastpix/webhooks/prod"));
+        assert_eq!(get("ce-id"), Some(body_hash(body)));
+        assert!(get("ce-time").is_none() && get("ce-subject").is_none());
     }
 
     #[test]

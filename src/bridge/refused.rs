@@ -43,7 +43,7 @@ impl Refusals {
         if !settings.jetstream.enabled {
             return;
         }
-        let config = refused::stream_config(&settings.jetstream, &settings.webhook.prefix);
+        let config = refused::stream_config(&settings.jetstream, records_prefix(settings));
         let js = jetstream::new(client.clone());
         let put = tokio::time::timeout(
             settings.nats.publish_timeout,
@@ -59,7 +59,7 @@ impl Refusals {
     pub fn start(client: async_nats::Client, settings: &Settings, metrics: Metrics) -> Self {
         let tx = settings.jetstream.enabled.then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let config = refused::stream_config(&settings.jetstream, &settings.webhook.prefix);
+            let config = refused::stream_config(&settings.jetstream, records_prefix(settings));
             tokio::spawn(publish_records(client, config, rx));
             tx
         });
@@ -210,6 +210,13 @@ async fn publish_records(
             tracing::debug!(error = %e, "refusal record not published");
         }
     }
+}
+
+/// One records stream per bridge, under the first webhook's prefix (in name
+/// order; the only one for the single `[webhook]` section): each record's
+/// `path` tells the webhooks apart.
+pub fn records_prefix(settings: &Settings) -> &crate::fastpix::subject::SubjectPrefix {
+    &settings.webhooks[0].prefix
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::headers;
 use crate::nats::sink::{Outgoing, PublishError, Sink, Stored};
 use crate::ops::metrics::{EVENTS_PUBLISHED_TOTAL, Metrics, REQUESTS_TOTAL};
-use crate::settings::WebhookConfig;
+use crate::settings::{Secrets, WebhookConfig};
 
 const PATH: &str = "/webhooks/fastpix";
 const SECRET: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
@@ -155,15 +155,23 @@ fn bridge_with(sink: MemorySink, max_in_flight: usize, allow_unsigned: bool) -> 
     let metrics = Metrics::new();
     let secrets = vec![SigningSecret::from_base64(SECRET).unwrap()];
     let state = AppState {
-        webhook: Arc::new(WebhookConfig {
+        webhooks: Arc::new([WebhookConfig {
+            name: crate::settings::DEFAULT_WEBHOOK_NAME.to_owned(),
             path: PATH.to_owned(),
-            verifier: Verifier::new(secrets),
+            secrets: Secrets::new(Verifier::new(secrets), None, allow_unsigned),
             allow_unsigned,
             prefix: SubjectPrefix::default(),
-        }),
+            stream: STREAM.to_owned(),
+            cloudevents: None,
+        }]),
         publisher: sink.clone(),
         in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        queued: Arc::default(),
+        // Refuse at once when full, so a rule's refusal needs no waiting.
+        queue_timeout: Duration::ZERO,
+        max_queued: 0,
         body_timeout: Duration::from_secs(10),
+        lingering: Arc::new(Semaphore::new(64)),
         metrics: metrics.clone(),
         refusals: crate::bridge::refused::Refusals::disabled(metrics.clone()),
     };
@@ -234,11 +242,15 @@ impl Bridge {
     }
 
     fn requests(&self, outcome: &str) -> f64 {
-        self.count(&format!("{REQUESTS_TOTAL}{{outcome=\"{outcome}\"}}"))
+        self.count(&format!(
+            "{REQUESTS_TOTAL}{{webhook=\"default\",outcome=\"{outcome}\"}}"
+        ))
     }
 
     fn events(&self, family: &str) -> f64 {
-        self.count(&format!("{EVENTS_PUBLISHED_TOTAL}{{family=\"{family}\"}}"))
+        self.count(&format!(
+            "{EVENTS_PUBLISHED_TOTAL}{{webhook=\"default\",family=\"{family}\"}}"
+        ))
     }
 }
 

@@ -25,6 +25,18 @@ use crate::settings::Settings;
 /// keeps memory flat under load: at 25k requests/s, 1 s holds ~800 KB.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// hyper's read buffer per connection, and so the largest request head.
+/// hyper's default (~400 KiB) is what a connection streaming a body grows
+/// its buffer to; with many connections reading (admitted bodies, lingering
+/// closes) that, not the bodies, would dominate memory. 64 KiB reads bodies
+/// as fast and leaves room for any sane head (`431` beyond it).
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// Connections allowed to linger after an early answer at once; beyond it a
+/// connection is closed at once, as before lingering existed. With
+/// [`READ_BUFFER_MAX`] that bounds lingering to 4 MiB.
+const LINGERING_MAX: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr} (setting `{key}`): {source}")]
@@ -55,16 +67,18 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = bind("http.listen", settings.http.listen).await?;
         let admin_listener = bind("http.admin_listen", settings.http.admin_listen).await?;
-        if settings.webhook.allow_unsigned {
+        for w in settings.webhooks.iter().filter(|w| w.allow_unsigned) {
             tracing::warn!(
-                "webhook.allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
+                webhook = w.name.as_str(),
+                "allow_unsigned=true: UNSIGNED REQUESTS WILL BE PUBLISHED. Anyone who can reach this port can forge events. Never use this in production."
             );
         }
-        let metrics = Metrics::new();
+        let names: Vec<&str> = settings.webhooks.iter().map(|w| w.name.as_str()).collect();
+        let metrics = Metrics::for_webhooks(&names);
         let publisher = Publisher::connect(
             &settings.nats,
             &settings.jetstream,
-            &settings.webhook.prefix,
+            &settings.webhooks,
             settings.http.max_body_bytes,
             metrics.clone(),
         )
@@ -75,9 +89,13 @@ impl Application {
         let refusals = Refusals::start(publisher.client().clone(), &settings, metrics.clone());
         let state = AppState {
             refusals,
-            webhook: Arc::new(settings.webhook.clone()),
+            webhooks: settings.webhooks.clone().into(),
             publisher,
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
+            queued: Arc::default(),
+            lingering: Arc::new(Semaphore::new(LINGERING_MAX)),
+            queue_timeout: settings.http.queue_timeout,
+            max_queued: settings.http.max_queued,
             body_timeout: settings.http.body_timeout,
             metrics,
         };
@@ -110,28 +128,45 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (at most `http.shutdown_grace`) and drains
     /// the NATS connection. The admin listener answers until the end, so
-    /// metrics can be scraped while the bridge drains.
-    ///
-    /// Connections are served by hyper (HTTP/1.1) directly rather than by
-    /// `axum::serve`, which sets no timer and so cannot cut off a client that
-    /// sends its headers slowly or never (`http.header_timeout`).
+    /// metrics can be scraped while the bridge drains; then it is drained
+    /// the same way.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let publisher = self.state.publisher.clone();
-        let http = self.settings.http.clone();
-        tracing::info!(
-            addr = %self.local_addr(),
-            path = %self.settings.webhook.path,
-            "listening for FastPix webhooks"
-        );
+        let timeouts = Timeouts {
+            header: self.settings.http.header_timeout,
+            shutdown_grace: self.settings.http.shutdown_grace,
+        };
+        for w in self.settings.webhooks.iter() {
+            tracing::info!(
+                addr = %self.local_addr(),
+                webhook = w.name.as_str(),
+                path = %w.path,
+                prefix = %w.prefix,
+                "listening for FastPix webhooks"
+            );
+        }
         tracing::info!(
             addr = %self.admin_addr(),
             "admin listening: /metrics, /healthz, /readyz"
         );
-        let admin_server =
-            tokio::spawn(axum::serve(self.admin_listener, admin(self.state.clone())).into_future());
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = tokio::spawn(serve(
+            "admin",
+            self.admin_listener,
+            admin(self.state.clone()),
+            timeouts,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
+        let reloads = tokio::spawn(crate::bridge::reload::watch(
+            self.state.webhooks.clone(),
+            self.state.metrics.clone(),
+            self.settings.secrets.check_interval,
+        ));
         let metrics = self.state.metrics.clone();
         let upkeep = tokio::spawn(async move {
             let mut every = tokio::time::interval(METRICS_UPKEEP_EVERY);
@@ -140,61 +175,92 @@ impl Application {
                 metrics.run_upkeep();
             }
         });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(http.header_timeout);
-        let service = TowerToHyperService::new(app(self.state));
-        let graceful = GracefulShutdown::new();
-        // Kept so that what still runs after the grace period can be stopped.
-        let mut connections = tokio::task::JoinSet::new();
-        let listener = self.listener;
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            // The peer address, for the records of refused deliveries.
-            let svc = service.clone();
-            let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                hyper::service::Service::call(&svc, req)
-            });
-            let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), with_peer));
-            while connections.try_join_next().is_some() {}
-            connections.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        // Closing the listener makes new connections fail at once, so senders retry elsewhere.
-        drop(listener);
-        tracing::info!("shutting down: no new connections; finishing in-flight requests");
-        if tokio::time::timeout(http.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?http.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
-            connections.shutdown().await;
-        }
+        serve("public", self.listener, app(self.state), timeouts, shutdown).await;
         publisher.drain().await;
-        admin_server.abort();
+        let _ = stop_admin.send(());
+        if let Err(e) = admin_server.await {
+            tracing::warn!(error = %e, "the admin listener's task failed");
+        }
         upkeep.abort();
+        reloads.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `http.header_timeout` and `http.shutdown_grace`, which both listeners obey.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    shutdown_grace: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` completes, then closes the
+/// listener (new connections fail at once, so senders retry elsewhere) and
+/// lets open connections finish their requests for at most
+/// `shutdown_grace` before stopping them. Both listeners go through
+/// here.
+///
+/// Connections are served by hyper (HTTP/1.1) directly rather than by
+/// `axum::serve`, which sets no timer and so cannot cut off a client that
+/// sends its headers slowly or never (`http.header_timeout`).
+async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header)
+        .max_buf_size(READ_BUFFER_MAX);
+    let service = TowerToHyperService::new(router);
+    let graceful = GracefulShutdown::new();
+    // Kept so that what still runs after the grace period can be stopped.
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // The peer address, for the records of refused deliveries.
+        let svc = service.clone();
+        let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            hyper::service::Service::call(&svc, req)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), with_peer));
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        listener = name,
+        "shutting down: no new connections; finishing in-flight requests"
+    );
+    if tokio::time::timeout(timeouts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = name, grace = ?timeouts.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
+        connections.shutdown().await;
     }
 }
 

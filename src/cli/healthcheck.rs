@@ -6,9 +6,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use axum::http::Uri;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::consumer::{self, BindError, ConnectError, Patience};
 use crate::settings::Settings;
@@ -16,19 +13,18 @@ use crate::settings::Settings;
 /// What the container healthcheck asks when given no `--url`.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/readyz";
 
-/// Longest status line read; anything longer is not an HTTP answer.
-const MAX_STATUS_LINE: u64 = 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum HealthcheckError {
     #[error("{0:?} is not an http:// URL with a host")]
     BadUrl(String),
-    #[error("cannot reach {url}: {source}")]
-    Unreachable { url: String, source: std::io::Error },
+    #[error("cannot reach {url}: {}", innermost(.source))]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("no answer from {url} within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
-    #[error("{url} did not answer with HTTP")]
-    NotHttp { url: String },
     #[error("{url} answered {status}")]
     Unhealthy { url: String, status: u16 },
     #[error("{0}")]
@@ -43,57 +39,56 @@ pub enum HealthcheckError {
     NoConsumer { name: String, stream: String },
 }
 
-/// Where to connect and what to ask for.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
+/// The innermost cause of `e`: reqwest's own text only says a request failed.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
-fn parse(url: &str) -> Result<Target, HealthcheckError> {
+/// `url` when it is `http://` with a host: the bridge serves plain HTTP
+/// (TLS ends in front of it), and the client is built without TLS.
+fn parse(url: &str) -> Result<reqwest::Url, HealthcheckError> {
     let bad = || HealthcheckError::BadUrl(url.to_owned());
-    let uri: Uri = url.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") {
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad())?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad());
     }
-    let authority = uri.authority().ok_or_else(bad)?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok(Target {
-        host: host.to_owned(),
-        port: authority.port_u16().unwrap_or(80),
-        authority: authority.as_str().to_owned(),
-        path: uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-    })
+    Ok(parsed)
 }
 
 /// GETs `url` and returns its status when it is 2xx; any other answer, no
 /// answer within `timeout`, or no connection is an error.
 pub async fn check(url: &str, timeout: Duration) -> Result<u16, HealthcheckError> {
     let target = parse(url)?;
-    let status = tokio::time::timeout(timeout, fetch_status(&target))
-        .await
-        .map_err(|_| HealthcheckError::Timeout {
-            url: url.to_owned(),
-            timeout,
-        })?
+    let client = reqwest::Client::builder()
+        .user_agent("fastpix-nats-bridge-healthcheck")
+        // A container's proxy settings are for the outside world, not for itself.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
         .map_err(|source| HealthcheckError::Unreachable {
             url: url.to_owned(),
             source,
-        })?
-        .ok_or_else(|| HealthcheckError::NotHttp {
-            url: url.to_owned(),
         })?;
-    if (200..300).contains(&status) {
+    let response = client.get(target).send().await.map_err(|source| {
+        if source.is_timeout() {
+            HealthcheckError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            }
+        } else {
+            HealthcheckError::Unreachable {
+                url: url.to_owned(),
+                source,
+            }
+        }
+    })?;
+    let status = response.status().as_u16();
+    if response.status().is_success() {
         Ok(status)
     } else {
         Err(HealthcheckError::Unhealthy {
@@ -122,7 +117,7 @@ pub async fn check_durable(
         .map_err(|e| match e {
             ConnectError::Connect(reason) => HealthcheckError::NatsUnreachable {
                 servers: settings.nats.url.join(", "),
-                reason,
+                reason: reason.to_string(),
             },
             other => HealthcheckError::Nats(other),
         })?;
@@ -141,62 +136,30 @@ pub async fn check_durable(
     }
 }
 
-async fn fetch_status(target: &Target) -> std::io::Result<Option<u16>> {
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fastpix-nats-bridge-healthcheck\r\nConnection: close\r\n\r\n",
-        target.path, target.authority
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_STATUS_LINE))
-        .read_line(&mut line)
-        .await?;
-    Ok(status_code(&line))
-}
-
-/// `HTTP/1.1 503 Service Unavailable` → 503.
-fn status_code(status_line: &str) -> Option<u16> {
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_split_into_what_the_request_needs() {
+    fn only_http_urls_with_a_host_are_asked() {
         assert_eq!(
-            parse("http://127.0.0.1:8080/readyz").unwrap(),
-            Target {
-                host: "127.0.0.1".into(),
-                port: 8080,
-                authority: "127.0.0.1:8080".into(),
-                path: "/readyz".into(),
-            }
+            parse("http://127.0.0.1:8080/readyz").unwrap().as_str(),
+            "http://127.0.0.1:8080/readyz"
         );
-        let t = parse("http://[::1]/healthz?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 80));
-        assert_eq!(t.path, "/healthz?x=1");
-        assert_eq!(parse("http://bridge:8080").unwrap().path, "/");
-        for bad in ["https://a/readyz", "bridge:8080/readyz", "/readyz", ""] {
+        let u = parse("http://[::1]/healthz?x=1").unwrap();
+        assert_eq!(
+            (u.host_str(), u.port_or_known_default()),
+            (Some("[::1]"), Some(80))
+        );
+        assert_eq!(parse("http://bridge:8080").unwrap().path(), "/");
+        for bad in [
+            "https://a/readyz",
+            "bridge:8080/readyz",
+            "/readyz",
+            "",
+            "ftp://x/readyz",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn status_lines_are_read_and_anything_else_refused() {
-        assert_eq!(status_code("HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(
-            status_code("HTTP/1.0 503 Service Unavailable\r\n"),
-            Some(503)
-        );
-        assert_eq!(status_code("SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(status_code(""), None);
     }
 }

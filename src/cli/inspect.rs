@@ -54,12 +54,15 @@ pub async fn run(settings: Settings) -> ExitCode {
 /// Posts signed test events to `inspect.bridge_url` (default: the local
 /// bridge), with the first of the bridge's signing secrets.
 pub fn test_sender(settings: &Settings) -> TestSender {
+    // The webhook the inspector shows (see `consumer::webhook`).
+    let webhook = crate::consumer::webhook(settings).ok();
     let url = settings
         .inspect
         .bridge_url
         .clone()
-        .unwrap_or_else(|| send::default_url(settings));
-    let secret = settings.webhook.verifier.secrets().first().cloned();
+        .or_else(|| webhook.map(|w| send::default_url(settings, w)))
+        .unwrap_or_default();
+    let secret = webhook.and_then(|w| w.secrets.current().secrets().first().cloned());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .user_agent(concat!(

@@ -1,10 +1,13 @@
 //! The command line: [`Cli`] parses it and [`run`] dispatches to serving
-//! (the default), the client commands `subscribe` (reads events from NATS)
-//! and `send` (posts signed test events to a bridge), `inspect` (the
-//! inspector's page and API), and `healthcheck`.
+//! (the default), the client commands `subscribe` (reads events from NATS),
+//! `send` (posts signed test events to a bridge), `consumers` (lists the
+//! durable consumers) and `dead-letters` (lists and redrives them), `inspect`
+//! (the inspector's page and API), and `healthcheck`.
 //! Client commands load the bridge's own settings (see
 //! [`crate::settings::Settings::load_client`]), so they need no setup of
 //! their own beside a running bridge and NATS.
+pub mod consumers;
+pub mod dead_letters;
 pub mod healthcheck;
 pub mod inspect;
 pub mod send;
@@ -20,6 +23,8 @@ use clap::{Parser, Subcommand};
 use crate::bridge::startup::{Application, shutdown_signal};
 use crate::ops::telemetry;
 use crate::settings::{CONFIG_FILE_ENV, Purpose, Settings};
+use consumers::ConsumersArgs;
+use dead_letters::DeadLettersCommand;
 use send::SendArgs;
 use subscribe::SubscribeArgs;
 
@@ -42,6 +47,12 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Post signed test events to a bridge, as FastPix would, and print its answers.
     Send(SendArgs),
+    /// List every durable consumer on the stream: filters, pending,
+    /// ack-pending and redelivered counts, last activity.
+    Consumers(ConsumersArgs),
+    /// List the events consumers gave up on, or deliver them again to one consumer.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Serve the inspector: a web page and JSON API showing stored events,
     /// refused deliveries and consumers, read from NATS (inspect.* settings).
     Inspect,
@@ -66,7 +77,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let purpose = match command {
         Command::Serve => Purpose::Bridge,
-        Command::Subscribe(_) | Command::Send(_) | Command::Inspect => Purpose::Client,
+        Command::Subscribe(_)
+        | Command::Send(_)
+        | Command::Consumers(_)
+        | Command::DeadLetters(_)
+        | Command::Inspect => Purpose::Client,
         Command::Healthcheck {
             url,
             durable,
@@ -88,6 +103,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Send(args) => send::run(args, &settings).await,
         Command::Inspect => inspect::run(settings).await,
+        Command::Consumers(args) => {
+            telemetry::init_with(settings.log.format, "warn");
+            consumers::run(args, &settings).await
+        }
+        Command::DeadLetters(command) => {
+            telemetry::init_with(settings.log.format, "warn");
+            dead_letters::run(command, &settings).await
+        }
         Command::Healthcheck {
             url,
             durable,

@@ -10,7 +10,7 @@ use crate::cli::templates::{self, Objects};
 use crate::fastpix::catalog::seed_types;
 use crate::fastpix::signature::{SIGNATURE_HEADER, SigningSecret};
 use crate::fastpix::subject::EventType;
-use crate::settings::{Settings, env_name};
+use crate::settings::{DEFAULT_WEBHOOK_NAME, Settings, WebhookConfig, env_name};
 
 /// Variable naming the bridge URL when `--url` is not given.
 pub const URL_ENV: &str = "FASTPIX_BRIDGE_URL";
@@ -38,6 +38,10 @@ pub struct SendArgs {
     /// Use this event id for every event (the bridge stores an id once: test deduplication).
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
+    /// With several webhooks configured: the one to post to, by name or
+    /// subject prefix (its path and first secret). Needless with a single webhook.
+    #[arg(long, value_name = "NAME|PREFIX", env = crate::consumer::WEBHOOK_ENV)]
+    pub webhook: Option<String>,
 }
 
 /// A problem with the command line or settings: nothing was sent.
@@ -51,14 +55,16 @@ pub enum SendSetupError {
     NoSecret(String),
     #[error("event type {0:?} cannot be sent: {1}")]
     BadType(String, crate::fastpix::subject::InvalidEventType),
+    #[error("{0}")]
+    Webhook(String),
     #[error(
         "--url {0:?} is not an http:// URL (send talks to the bridge's own port; for a bridge behind TLS, port-forward to it)"
     )]
     BadUrl(String),
 }
 
-/// The URL of a bridge running here with `settings`.
-pub fn default_url(settings: &Settings) -> String {
+/// The URL of `webhook` on a bridge running here with `settings`.
+pub fn default_url(settings: &Settings, webhook: &WebhookConfig) -> String {
     let listen = settings.http.listen;
     let host = if listen.ip().is_unspecified() {
         "127.0.0.1".to_owned()
@@ -67,7 +73,7 @@ pub fn default_url(settings: &Settings) -> String {
     } else {
         listen.ip().to_string()
     };
-    format!("http://{host}:{}{}", listen.port(), settings.webhook.path)
+    format!("http://{host}:{}{}", listen.port(), webhook.path)
 }
 
 /// What `send` will do, resolved from the arguments and settings.
@@ -82,19 +88,26 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(args: SendArgs, settings: &Settings) -> Result<Self, SendSetupError> {
-        let url = args.url.unwrap_or_else(|| default_url(settings));
+        let webhook = settings
+            .webhook(args.webhook.as_deref())
+            .map_err(|e| SendSetupError::Webhook(e.to_string()))?;
+        let url = args.url.unwrap_or_else(|| default_url(settings, webhook));
         if !url.starts_with("http://") {
             return Err(SendSetupError::BadUrl(url));
         }
         let secret = match &args.secret {
             Some(b64) => Some(SigningSecret::from_base64(b64).map_err(SendSetupError::BadSecret)?),
-            None => match settings.webhook.verifier.secrets().first() {
+            None => match webhook.secrets.current().secrets().first() {
                 Some(s) => Some(s.clone()),
-                None if settings.webhook.allow_unsigned => None,
+                None if webhook.allow_unsigned => None,
                 None => {
-                    return Err(SendSetupError::NoSecret(env_name(
-                        "webhook.signing_secrets",
-                    )));
+                    let key =
+                        if settings.webhooks.len() == 1 && webhook.name == DEFAULT_WEBHOOK_NAME {
+                            "webhook.signing_secrets".to_owned()
+                        } else {
+                            format!("webhooks.{}.signing_secrets", webhook.name)
+                        };
+                    return Err(SendSetupError::NoSecret(env_name(&key)));
                 }
             },
         };
@@ -278,15 +291,19 @@ mod tests {
 
     #[test]
     fn the_default_url_follows_the_bridge_settings() {
+        let s = settings(&[]);
         assert_eq!(
-            default_url(&settings(&[])),
+            default_url(&s, &s.webhooks[0]),
             "http://127.0.0.1:8080/webhooks/fastpix"
         );
         let s = settings(&[
             ("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.2:9000"),
             ("FASTPIX_BRIDGE__WEBHOOK__PATH", "/hooks"),
         ]);
-        assert_eq!(default_url(&s), "http://127.0.0.2:9000/hooks");
+        assert_eq!(
+            default_url(&s, &s.webhooks[0]),
+            "http://127.0.0.2:9000/hooks"
+        );
     }
 
     #[test]
@@ -301,6 +318,38 @@ mod tests {
         assert_eq!(plan.secret.unwrap().sign(b"x"), first.sign(b"x"));
         let plan = Plan::new(args(&[]), &s).unwrap();
         assert_eq!(plan.types, [DEFAULT_TYPE]);
+    }
+
+    #[test]
+    fn with_several_webhooks_the_plan_takes_the_chosen_ones_path_and_secret() {
+        let staging = "AAECAwQFBgcICQoLDA0ODw==";
+        let s = settings(&[
+            ("FASTPIX_BRIDGE__WEBHOOKS__PROD__SIGNING_SECRETS", SECRET),
+            (
+                "FASTPIX_BRIDGE__WEBHOOKS__STAGING__SIGNING_SECRETS",
+                staging,
+            ),
+            ("FASTPIX_BRIDGE__WEBHOOKS__QA__ALLOW_UNSIGNED", "false"),
+        ]);
+        let err = Plan::new(args(&[]), &s).err().unwrap().to_string();
+        assert!(
+            err.contains("--webhook") && err.contains("staging"),
+            "{err}"
+        );
+        let plan = Plan::new(args(&["--webhook", "staging"]), &s).unwrap();
+        assert_eq!(plan.url, "http://127.0.0.1:8080/webhooks/staging");
+        let want = SigningSecret::from_base64(staging).unwrap();
+        assert_eq!(plan.secret.unwrap().sign(b"x"), want.sign(b"x"));
+        let plan = Plan::new(args(&["--webhook", "fastpix.prod"]), &s).unwrap();
+        assert_eq!(plan.url, "http://127.0.0.1:8080/webhooks/prod");
+        let err = Plan::new(args(&["--webhook", "qa"]), &s)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("FASTPIX_BRIDGE__WEBHOOKS__QA__SIGNING_SECRETS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct SubscribeArgs {
     /// Exit after this many events.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+    /// With several webhooks configured: the one to read, by name or subject
+    /// prefix (its subjects and stream). Needless with a single webhook.
+    #[arg(long, value_name = "NAME|PREFIX", env = crate::consumer::WEBHOOK_ENV)]
+    pub webhook: Option<String>,
 }
 
 /// A problem with the command line: nothing was subscribed.
@@ -76,6 +80,8 @@ pub enum UsageError {
     NoJetStream(String),
     #[error("--queue needs a group name without spaces")]
     Queue,
+    #[error("{0}")]
+    Webhook(String),
 }
 
 /// How events are received.
@@ -328,10 +334,15 @@ impl DurableSource {
 /// Runs `subscribe`: 0 after `--count` events, Ctrl-C or a closed stdout; 1
 /// when NATS or the stream fails; 2 for a usage error.
 pub async fn run(args: SubscribeArgs, settings: &Settings) -> ExitCode {
-    let prefix = &settings.webhook.prefix;
-    let setup = resolve_filters(prefix, &args.filters)
-        .and_then(|filters| Ok((filters, mode(&args, settings, OffsetDateTime::now_utc())?)));
-    let (filters, mode) = match setup {
+    let setup = settings
+        .webhook(args.webhook.as_deref())
+        .map_err(|e| UsageError::Webhook(e.to_string()))
+        .and_then(|webhook| {
+            let filters = resolve_filters(&webhook.prefix, &args.filters)?;
+            let mode = mode(&args, settings, OffsetDateTime::now_utc())?;
+            Ok((webhook, filters, mode))
+        });
+    let (webhook, filters, mode) = match setup {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -355,7 +366,7 @@ pub async fn run(args: SubscribeArgs, settings: &Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let source = match open(&client, settings, &filters, &mode, args.count).await {
+    let source = match open(&client, &webhook.stream, &filters, &mode, args.count).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -372,14 +383,13 @@ pub async fn run(args: SubscribeArgs, settings: &Settings) -> ExitCode {
 /// (a line starting with `ready:`) once events can flow.
 async fn open(
     client: &async_nats::Client,
-    settings: &Settings,
+    stream: &str,
     filters: &[SubjectFilter],
     mode: &Mode,
     count: Option<u64>,
 ) -> Result<Source, BindError> {
     let shown: Vec<&str> = filters.iter().map(SubjectFilter::as_str).collect();
     let shown = shown.join(" ");
-    let stream = settings.jetstream.stream.as_str();
     match mode {
         Mode::Live { queue } => {
             let source = live(client, filters, queue.as_deref()).await?;
@@ -432,7 +442,7 @@ async fn open(
                 .await?
                 .messages()
                 .await
-                .map_err(|e| BindError::Nats(format!("cannot read stream `{stream}`: {e}")))?;
+                .map_err(|e| BindError::nats(format!("cannot read stream `{stream}`"), e))?;
             let from = match start {
                 Start::Since(t) => created_at(*t),
                 _ => "its first event".to_owned(),
@@ -463,14 +473,14 @@ async fn live(
             Some(q) => client.queue_subscribe(subject, q.to_owned()).await,
             None => client.subscribe(subject).await,
         }
-        .map_err(|e| BindError::Nats(format!("cannot subscribe to {filter}: {e}")))?;
+        .map_err(|e| BindError::nats(format!("cannot subscribe to {filter}"), e))?;
         subscriptions.push(sub);
     }
     // The server has the subscriptions once it answers a flush's ping.
     client
         .flush()
         .await
-        .map_err(|e| BindError::Nats(format!("cannot subscribe: {e}")))?;
+        .map_err(|e| BindError::nats("cannot subscribe", e))?;
     let merged = futures_util::stream::select_all(subscriptions).map(|msg| {
         Ok(Incoming {
             subject: msg.subject.to_string(),
@@ -551,13 +561,15 @@ async fn pump(mut source: Source, json: bool, count: Option<u64>) -> ExitCode {
 /// `time  subject  id=…  object=type/id  workspace=…`, from the payload when
 /// it is an event, from the headers otherwise.
 fn human_line(incoming: &Incoming) -> String {
-    let header = |name: &str| {
-        incoming
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
+    let header =
+        |name: &str| {
+            incoming.headers.as_ref().and_then(|h| h.get(name)).map(
+                |v| match headers::decode_value(v.as_str()) {
+                    Some(decoded) => decoded.into_owned(),
+                    None => v.as_str().to_owned(),
+                },
+            )
+        };
     let event = Event::from_json(&incoming.payload).ok();
     let time = event
         .as_ref()
@@ -625,11 +637,15 @@ mod tests {
     fn counted_as(event_type: &str) -> String {
         use crate::ops::metrics::{EVENTS_PUBLISHED_TOTAL, Metrics};
         let m = Metrics::new();
-        m.event_published(Family::of_type(event_type));
+        m.event_published(0, Family::of_type(event_type));
         let text = m.render(true, true);
         let counted: Vec<&str> = crate::fastpix::catalog::LABELS
             .into_iter()
-            .filter(|f| text.contains(&format!("{EVENTS_PUBLISHED_TOTAL}{{family=\"{f}\"}} 1")))
+            .filter(|f| {
+                text.contains(&format!(
+                    "{EVENTS_PUBLISHED_TOTAL}{{webhook=\"default\",family=\"{f}\"}} 1"
+                ))
+            })
             .collect();
         assert_eq!(counted.len(), 1, "{event_type}: {text}");
         counted[0].to_owned()
@@ -796,7 +812,7 @@ mod tests {
             "2026-05-11T20:42:16.361817248Z  fastpix.video.media.ready  id=e1  object=media/m1  workspace=w1  seq=7\n"
         );
         let mut h = HeaderMap::new();
-        h.insert(headers::BRIDGE_ERROR, "body is not a JSON object");
+        h.insert(headers::BRIDGE_ERROR, "body%20is%20not%20a%20JSON%20object");
         let invalid = Incoming {
             subject: "fastpix.invalid".into(),
             payload: Bytes::from_static(b"[1]"),

@@ -7,6 +7,18 @@
 //! - [`connect`], [`durable`], [`replay`]: a connection with the bridge's
 //!   settings, a durable consumer that resumes where it left off, and an
 //!   ordered replay from a point in time.
+//! - [`webhook`]: with several webhooks configured, the one to read (its
+//!   subject prefix, stream and secrets), named by [`WEBHOOK_ENV`]; or pick
+//!   one with [`Settings::webhook`].
+//! - [`Worker`] (in `worker`): a service built on a durable consumer, with
+//!   an async handler, retries on a back-off schedule, per-object order and
+//!   dead letters; [`dead_letters`] names, lists and redrives them;
+//!   [`Dedup`] (in `dedup`) skips events handled before.
+//! - [`list_consumers`]: every durable consumer on the stream, with its counts.
+
+pub mod dead_letters;
+pub mod dedup;
+pub mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +37,22 @@ pub use crate::fastpix::subject::{
 pub use crate::nats::connection::ConnectError;
 pub use crate::nats::headers;
 
-use crate::settings::NatsSettings;
+use crate::settings::{NatsSettings, SettingsError};
+pub use crate::settings::{Settings, WebhookConfig};
+
+/// Variable naming the webhook (by name or subject prefix) a consumer reads,
+/// and the default of `--webhook` on `subscribe` and `send`.
+pub const WEBHOOK_ENV: &str = "FASTPIX_BRIDGE_WEBHOOK";
+
+/// The webhook [`WEBHOOK_ENV`] names; when it is unset, the only one
+/// configured (an error lists them when there are several).
+pub fn webhook(settings: &Settings) -> Result<&WebhookConfig, SettingsError> {
+    let selector = std::env::var(WEBHOOK_ENV).ok().filter(|s| !s.is_empty());
+    settings.webhook(selector.as_deref())
+}
+
+pub use dedup::Dedup;
+pub use worker::{Delivery, Outcome, Worker, WorkerError};
 
 /// What to do when NATS is not there at the first attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +103,7 @@ pub async fn connect(
     options
         .connect(nats.url.clone())
         .await
-        .map_err(|e| ConnectError::Connect(e.to_string()))
+        .map_err(ConnectError::Connect)
 }
 
 /// Where a new consumer starts reading the stream.
@@ -113,8 +140,23 @@ pub enum BindError {
         "consumer name {0:?} is not valid: use letters, digits, `_` or `-` (no spaces, `.`, `*`, `>`, `/` or `\\`)"
     )]
     InvalidName(String),
-    #[error("{0}")]
-    Nats(String),
+    #[error("{doing}: {source}")]
+    Nats {
+        /// What was being done (`cannot look up stream `FASTPIX``).
+        doing: String,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl BindError {
+    /// A NATS failure while `doing` something, its cause kept.
+    pub fn nats(doing: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
+        BindError::Nats {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl BindError {
@@ -144,8 +186,20 @@ async fn get_stream(
             BindError::StreamNotFound(stream.to_owned())
         }
         GetStreamErrorKind::JetStream(err) if err.code() == 503 => BindError::NoJetStream,
-        _ if e.to_string().contains("no responders") => BindError::NoJetStream,
-        _ => BindError::Nats(format!("cannot look up stream `{stream}`: {e}")),
+        // Nothing answers the JetStream API: the server runs without it.
+        GetStreamErrorKind::Request if no_responders(&e) => BindError::NoJetStream,
+        _ => BindError::nats(format!("cannot look up stream `{stream}`"), e),
+    })
+}
+
+/// True when a JetStream request failed because nothing answers its subject.
+fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{RequestError, RequestErrorKind};
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<RequestError>()
+            .is_some_and(|r| r.kind() == RequestErrorKind::NoResponders)
+            || e.downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|r| r.kind() == async_nats::RequestErrorKind::NoResponders)
     })
 }
 
@@ -163,9 +217,10 @@ pub async fn durable_info(
     match stream_handle.consumer_info(name).await {
         Ok(info) => Ok(Some(info)),
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => Ok(None),
-        Err(e) => Err(BindError::Nats(format!(
-            "cannot look up consumer `{name}`: {e}"
-        ))),
+        Err(e) => Err(BindError::nats(
+            format!("cannot look up consumer `{name}`"),
+            e,
+        )),
     }
 }
 
@@ -226,17 +281,44 @@ pub async fn bind_durable(
     filters: &[SubjectFilter],
     start: Start,
 ) -> Result<(consumer::PullConsumer, Bound), BindError> {
+    bind_with(js, stream, name, filters, start, None).await
+}
+
+/// As [`bind_durable`], also setting the consumer's `ack_wait` (a worker's
+/// settings win over what an earlier run left).
+pub(crate) async fn bind_tuned(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+    ack_wait: Duration,
+) -> Result<(consumer::PullConsumer, Bound), BindError> {
+    bind_with(js, stream, name, filters, start, Some(ack_wait)).await
+}
+
+async fn bind_with(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filters: &[SubjectFilter],
+    start: Start,
+    ack_wait: Option<Duration>,
+) -> Result<(consumer::PullConsumer, Bound), BindError> {
     if !is_valid_consumer_name(name) {
         return Err(BindError::InvalidName(name.to_owned()));
     }
     let stream_handle = get_stream(js, stream).await?;
     let (filter_subject, filter_subjects) = split_filters(filters);
-    let failed = |e: String| BindError::Nats(format!("cannot set up consumer `{name}`: {e}"));
+    let failed =
+        |e: async_nats::Error| BindError::nats(format!("cannot set up consumer `{name}`"), e);
     match stream_handle.consumer_info(name).await {
         Ok(info) => {
             let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
-                .map_err(|e| BindError::Nats(format!("consumer `{name}`: {e}")))?;
-            if same_filters(&config, filters) {
+                .map_err(|e| BindError::nats(format!("consumer `{name}`"), e))?;
+            let same = same_filters(&config, filters);
+            let ack_wait_differs = ack_wait.is_some_and(|w| w != config.ack_wait);
+            if same && !ack_wait_differs {
                 return Ok((
                     consumer::Consumer::new(config, info, js.clone()),
                     Bound::Resumed,
@@ -248,11 +330,19 @@ pub async fn bind_durable(
             }
             config.filter_subject = filter_subject;
             config.filter_subjects = filter_subjects;
+            if let Some(w) = ack_wait {
+                config.ack_wait = w;
+            }
             let updated = stream_handle
                 .update_consumer(config)
                 .await
-                .map_err(|e| failed(e.to_string()))?;
-            Ok((updated, Bound::FiltersChanged(before)))
+                .map_err(|e| failed(e.into()))?;
+            let bound = if same {
+                Bound::Resumed
+            } else {
+                Bound::FiltersChanged(before)
+            };
+            Ok((updated, bound))
         }
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
             let created = stream_handle
@@ -263,14 +353,32 @@ pub async fn bind_durable(
                     filter_subjects,
                     deliver_policy: start.policy(),
                     ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ack_wait.unwrap_or_default(),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(e.into()))?;
             Ok((created, Bound::Created))
         }
-        Err(e) => Err(failed(e.to_string())),
+        Err(e) => Err(failed(e.into())),
     }
+}
+
+/// Every durable consumer on `stream`, by name.
+pub async fn list_consumers(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Vec<consumer::Info>, BindError> {
+    use futures_util::TryStreamExt as _;
+    let stream_handle = get_stream(js, stream).await?;
+    let mut all: Vec<consumer::Info> = stream_handle
+        .consumers()
+        .try_collect()
+        .await
+        .map_err(|e| BindError::nats(format!("cannot list the consumers of `{stream}`"), e))?;
+    all.retain(|c| c.config.durable_name.is_some());
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
 }
 
 /// As [`durable`], but waits for NATS, JetStream and the stream to be there,
@@ -296,104 +404,6 @@ pub async fn durable_when_ready(
     }
 }
 
-/// A long-running service reading one durable consumer: what the example
-/// workers are built on, and what a Rust consumer service needs.
-#[derive(Debug, Clone)]
-pub struct DurableWorker<'a> {
-    /// The bridge's stream (`jetstream.stream`).
-    pub stream: &'a str,
-    /// The durable consumer's name; every copy of a service that uses the
-    /// same name shares the work.
-    pub durable: &'a str,
-    pub filters: &'a [SubjectFilter],
-    /// Where the consumer starts when it is created.
-    pub start: Start,
-    /// Events pulled at a time; small batches spread work across copies.
-    pub max_batch: usize,
-}
-
-impl DurableWorker<'_> {
-    /// Reads until `shutdown` completes. Waits for NATS and the stream,
-    /// binds the consumer (again if it is deleted), hands each message's
-    /// subject and parsed event to `handle`, and acknowledges it only after
-    /// `handle` returned, so an event a crash interrupts comes again.
-    /// Fails only on what waiting cannot fix (an invalid consumer name).
-    pub async fn run<F>(
-        self,
-        js: &jetstream::Context,
-        shutdown: impl std::future::Future<Output = ()>,
-        mut handle: F,
-    ) -> Result<(), BindError>
-    where
-        F: FnMut(&str, Result<Event, serde_json::Error>),
-    {
-        use futures_util::StreamExt as _;
-        let retry = Duration::from_secs(2);
-        tokio::pin!(shutdown);
-        'bind: loop {
-            let bind = durable_when_ready(
-                js,
-                self.stream,
-                self.durable,
-                self.filters,
-                self.start,
-                retry,
-            );
-            let consumer = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                bound = bind => bound?,
-            };
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.max_batch)
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(consumer = self.durable, error = %e, "cannot read the consumer; trying again in {retry:?}");
-                    tokio::time::sleep(retry).await;
-                    continue;
-                }
-            };
-            tracing::info!(
-                consumer = self.durable,
-                stream = self.stream,
-                filters = ?self.filters.iter().map(SubjectFilter::as_str).collect::<Vec<_>>(),
-                "waiting for events"
-            );
-            loop {
-                let next = tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(msg)) => {
-                        handle(msg.subject.as_str(), Event::from_json(&msg.payload));
-                        if let Err(e) = msg.double_ack().await {
-                            tracing::warn!(error = %e, "acknowledgement lost; the event will come again");
-                        }
-                    }
-                    Some(Err(e))
-                        if matches!(
-                            e.kind(),
-                            consumer::pull::MessagesErrorKind::ConsumerDeleted
-                        ) =>
-                    {
-                        tracing::warn!(
-                            consumer = self.durable,
-                            "the consumer was deleted; creating it again"
-                        );
-                        continue 'bind;
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "while reading events"),
-                    None => continue 'bind,
-                }
-            }
-        }
-    }
-}
-
 /// An ephemeral, ordered consumer that reads `stream` from `start` through
 /// `filters`, then follows new events. Nothing is acknowledged or kept on the
 /// server once the reader goes away.
@@ -413,7 +423,7 @@ pub async fn replay(
             ..Default::default()
         })
         .await
-        .map_err(|e| BindError::Nats(format!("cannot start a replay of `{stream}`: {e}")))
+        .map_err(|e| BindError::nats(format!("cannot start a replay of `{stream}`"), e))
 }
 
 #[cfg(test)]

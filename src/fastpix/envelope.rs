@@ -37,6 +37,8 @@ pub struct EventFields {
     pub object_type: Option<String>,
     pub object_id: Option<String>,
     pub workspace_id: Option<String>,
+    /// `createdAt` (or the older `created_at`) as sent, when header-safe.
+    pub created_at: Option<String>,
 }
 
 /// Why a signed body cannot be routed. The text is the reason given to the
@@ -56,24 +58,88 @@ pub enum InvalidBody {
     Type(#[from] InvalidEventType),
 }
 
-#[derive(Deserialize)]
+/// The top-level fields routing reads. Deserialized by hand so that a
+/// second `type` key is seen as such ([`Top::duplicate_type`]) rather than
+/// read back from the text of a serde error.
+#[derive(Default)]
 struct Top<'a> {
-    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
+    /// `None` when absent; `"type": null` is `Some("null")`: the first is a
+    /// probe, the second an invalid event.
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     workspace: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     environment: Option<&'a RawValue>,
+    duplicate_type: bool,
+    /// `createdAt`, else the older `created_at`: only CloudEvents' `time`
+    /// reads it, so a repeated or second spelling is ignored, never refused.
+    created_at: Option<&'a RawValue>,
 }
 
-/// Keeps `"type": null` apart from a missing `type`: the first is an invalid
-/// event, the second a probe.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+/// The keys of [`Top`]; escaped spellings (`"typ\u0065"`) are the same key.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum TopKey {
+    Type,
+    Id,
+    Object,
+    Workspace,
+    Environment,
+    #[serde(rename = "createdAt", alias = "created_at")]
+    CreatedAt,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Top<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Top<'de>, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                let mut top = Top::default();
+                while let Some(key) = map.next_key::<TopKey>()? {
+                    let (slot, name) = match key {
+                        TopKey::Type if top.kind.is_some() => {
+                            // Ambiguous whatever follows: skip the rest, unread.
+                            top.duplicate_type = true;
+                            map.next_value::<IgnoredAny>()?;
+                            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                            return Ok(top);
+                        }
+                        TopKey::Type => (&mut top.kind, "type"),
+                        TopKey::Id => (&mut top.id, "id"),
+                        TopKey::Object => (&mut top.object, "object"),
+                        TopKey::Workspace => (&mut top.workspace, "workspace"),
+                        TopKey::Environment => (&mut top.environment, "environment"),
+                        TopKey::CreatedAt if top.created_at.is_none() => {
+                            top.created_at = Some(map.next_value()?);
+                            continue;
+                        }
+                        TopKey::CreatedAt | TopKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(A::Error::duplicate_field(name));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 #[derive(Deserialize)]
@@ -91,7 +157,11 @@ impl Envelope {
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err(InvalidBody::NotJsonObject("expected an object".to_owned()));
         }
-        let top: Top<'_> = serde_json::from_slice(body).map_err(classify)?;
+        let top: Top<'_> =
+            serde_json::from_slice(body).map_err(|e| InvalidBody::NotJsonObject(e.to_string()))?;
+        if top.duplicate_type {
+            return Err(InvalidBody::DuplicateType);
+        }
         let Some(kind) = top.kind else {
             return Ok(Envelope::Probe);
         };
@@ -120,16 +190,11 @@ impl Envelope {
             object_type,
             object_id,
             workspace_id,
+            created_at: top
+                .created_at
+                .filter(|raw| raw.get().starts_with('"'))
+                .and_then(header_string),
         }))
-    }
-}
-
-fn classify(err: serde_json::Error) -> InvalidBody {
-    let text = err.to_string();
-    if text.starts_with("duplicate field `type`") {
-        InvalidBody::DuplicateType
-    } else {
-        InvalidBody::NotJsonObject(text)
     }
 }
 

@@ -90,6 +90,9 @@ pub enum InspectError {
     },
     #[error(transparent)]
     Nats(#[from] ConnectError),
+    /// Several webhooks and none picked (`FASTPIX_BRIDGE_WEBHOOK`).
+    #[error(transparent)]
+    Webhook(#[from] crate::settings::SettingsError),
 }
 
 /// An inspector bound to its ports and connected (or connecting) to NATS.
@@ -114,6 +117,7 @@ impl Inspector {
         token: String,
         sender: Option<TestSender>,
     ) -> Result<Self, InspectError> {
+        let webhook = crate::consumer::webhook(settings)?;
         let listener = bind("inspect.listen", settings.inspect.listen).await?;
         let admin_listener = bind("inspect.admin_listen", settings.inspect.admin_listen).await?;
         let client = crate::nats::connection::options(&settings.nats, "fastpix-inspector")
@@ -121,9 +125,9 @@ impl Inspector {
             .retry_on_initial_connect()
             .connect(settings.nats.url.clone())
             .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+            .map_err(ConnectError::Connect)?;
         let js = jetstream::new(client.clone());
-        let stream = settings.jetstream.stream.clone();
+        let stream = webhook.stream.clone();
         let shared = Arc::new(Shared {
             events: query::Reader::new(js.clone(), stream.clone()),
             refused: query::Reader::new(
@@ -133,7 +137,7 @@ impl Inspector {
             dead: query::Reader::new(js.clone(), consumers::DEAD_LETTER_STREAM.to_owned()),
             js,
             client,
-            prefix: settings.webhook.prefix.clone(),
+            prefix: webhook.prefix.clone(),
             index: RwLock::new(None),
             index_open: AtomicBool::new(false),
             live: broadcast::channel(live::BUFFER).0,

@@ -70,7 +70,7 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     #[error("cannot connect to NATS: {0}")]
-    Connect(String),
+    Connect(#[source] async_nats::ConnectError),
     #[error(
         "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
     )]

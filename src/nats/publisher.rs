@@ -15,17 +15,22 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions};
 use tokio::sync::Notify;
 
-use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::connection::ConnectError;
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
-use crate::settings::{HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage};
+use crate::settings::{
+    HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage, WebhookConfig,
+};
 
 /// State shared between the publisher, its background task and readiness.
 struct Shared {
     client: Client,
-    jetstream: Option<(jetstream::Context, stream::Config)>,
+    /// The context, and every stream the webhooks publish into (one unless
+    /// a webhook has its own `stream`).
+    jetstream: Option<(jetstream::Context, Vec<stream::Config>)>,
+    /// Their names, comma-separated, for `/readyz`.
+    stream_names: Option<String>,
     stream_ready: AtomicBool,
     /// Body limit in force: the configured one, lowered to fit the server's
     /// `max_payload` (minus room for headers) once that is known.
@@ -49,7 +54,7 @@ impl Publisher {
     pub async fn connect(
         nats: &NatsSettings,
         js: &JetStreamSettings,
-        prefix: &SubjectPrefix,
+        webhooks: &[WebhookConfig],
         max_body_bytes: usize,
         metrics: Metrics,
     ) -> Result<Self, ConnectError> {
@@ -58,16 +63,21 @@ impl Publisher {
         let client = options
             .connect(nats.url.clone())
             .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+            .map_err(ConnectError::Connect)?;
 
         let jetstream = js.enabled.then(|| {
             let mut ctx = jetstream::new(client.clone());
             ctx.set_timeout(nats.publish_timeout);
-            (ctx, stream_config(js, prefix))
+            (ctx, stream_configs(js, webhooks))
+        });
+        let stream_names = jetstream.as_ref().map(|(_, configs)| {
+            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            names.join(", ")
         });
         let shared = Arc::new(Shared {
             client,
             jetstream,
+            stream_names,
             stream_ready: AtomicBool::new(false),
             body_limit: AtomicUsize::new(max_body_bytes),
             configured_limit: max_body_bytes,
@@ -113,25 +123,26 @@ impl Publisher {
     async fn on_connected(&self) {
         let info = self.shared.client.server_info();
         self.apply_max_payload(info.max_payload);
-        let Some((ctx, config)) = &self.shared.jetstream else {
+        let Some((ctx, configs)) = &self.shared.jetstream else {
             return;
         };
         let mut delay = Duration::from_millis(100);
-        while self.is_connected() {
-            match ctx.create_or_update_stream(config.clone()).await {
-                Ok(_) => {
-                    if !self.shared.stream_ready.swap(true, Ordering::SeqCst) {
-                        tracing::info!(stream = %config.name, subjects = ?config.subjects, "stream in place");
-                    }
-                    return;
-                }
-                Err(e) => {
+        'retry: while self.is_connected() {
+            for config in configs {
+                if let Err(e) = ctx.create_or_update_stream(config.clone()).await {
                     self.shared.stream_ready.store(false, Ordering::SeqCst);
                     tracing::error!(stream = %config.name, error = %e, "cannot create or update the stream; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
+                    continue 'retry;
                 }
             }
+            if !self.shared.stream_ready.swap(true, Ordering::SeqCst) {
+                for config in configs {
+                    tracing::info!(stream = %config.name, subjects = ?config.subjects, "stream in place");
+                }
+            }
+            return;
         }
     }
 
@@ -167,8 +178,10 @@ impl Publisher {
             && (self.shared.jetstream.is_none() || self.shared.stream_ready.load(Ordering::SeqCst))
     }
 
+    /// The stream events are stored in (several, comma-separated, when
+    /// webhooks have streams of their own).
     pub fn stream_name(&self) -> Option<&str> {
-        self.shared.jetstream.as_ref().map(|(_, c)| c.name.as_str())
+        self.shared.stream_names.as_deref()
     }
 
     pub fn client(&self) -> &Client {
@@ -195,7 +208,7 @@ impl Publisher {
                     let ack = ctx
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?
+                        .map_err(|e| PublishError::Refused(e.into()))?
                         .await
                         .map_err(|e| refused_or_timeout(e, timeout))?;
                     Ok(Stored {
@@ -210,11 +223,11 @@ impl Publisher {
                     client
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     client
                         .flush()
                         .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))?;
+                        .map_err(|e| PublishError::Refused(e.into()))?;
                     Ok(Stored {
                         subject,
                         stream: None,
@@ -267,14 +280,27 @@ impl Sink for Publisher {
 fn refused_or_timeout(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
     match e.kind() {
         jetstream::context::PublishErrorKind::TimedOut => PublishError::Timeout(timeout),
-        _ => PublishError::Refused(e.to_string()),
+        _ => PublishError::Refused(e.into()),
     }
 }
 
-fn stream_config(js: &JetStreamSettings, prefix: &SubjectPrefix) -> stream::Config {
+/// One stream per distinct `stream` of the webhooks, capturing the
+/// prefixes of every webhook that stores into it.
+fn stream_configs(js: &JetStreamSettings, webhooks: &[WebhookConfig]) -> Vec<stream::Config> {
+    let mut configs: Vec<stream::Config> = Vec::new();
+    for w in webhooks {
+        match configs.iter_mut().find(|c| c.name == w.stream) {
+            Some(c) => c.subjects.push(w.prefix.wildcard()),
+            None => configs.push(stream_config(js, &w.stream, w.prefix.wildcard())),
+        }
+    }
+    configs
+}
+
+fn stream_config(js: &JetStreamSettings, name: &str, subjects: String) -> stream::Config {
     stream::Config {
-        name: js.stream.clone(),
-        subjects: vec![prefix.wildcard()],
+        name: name.to_owned(),
+        subjects: vec![subjects],
         max_age: js.max_age,
         duplicate_window: js.duplicate_window,
         num_replicas: js.replicas,

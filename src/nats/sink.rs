@@ -40,7 +40,7 @@ pub enum PublishError {
     #[error("no acknowledgement within {0:?}")]
     Timeout(Duration),
     #[error("NATS refused the publish: {0}")]
-    Refused(String),
+    Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where the bridge stores events. Statically dispatched: the router and

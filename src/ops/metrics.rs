@@ -21,10 +21,13 @@ pub const EVENTS_PUBLISHED_TOTAL: &str = "fastpix_bridge_events_published_total"
 pub const REQUEST_DURATION: &str = "fastpix_bridge_request_duration_seconds";
 pub const PUBLISH_DURATION: &str = "fastpix_bridge_publish_duration_seconds";
 pub const PUBLISHES_IN_FLIGHT: &str = "fastpix_bridge_publishes_in_flight";
+pub const SLOT_WAIT: &str = "fastpix_bridge_slot_wait_seconds";
+pub const REQUESTS_WAITING: &str = "fastpix_bridge_requests_waiting";
 pub const NATS_CONNECTED: &str = "fastpix_bridge_nats_connected";
 pub const READY: &str = "fastpix_bridge_ready";
 pub const BUILD_INFO: &str = "fastpix_bridge_build_info";
 pub const REFUSAL_RECORDS_DROPPED_TOTAL: &str = "fastpix_bridge_refusal_records_dropped_total";
+pub const SECRETS_RELOADS_TOTAL: &str = "fastpix_bridge_secrets_reloads_total";
 
 /// Histogram buckets, in seconds: a JetStream ack on a LAN takes around a
 /// millisecond, and nothing may take longer than the publish timeout.
@@ -40,13 +43,18 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+/// Indexed by webhook (in configuration order), then by outcome or family.
 struct Inner {
     handle: PrometheusHandle,
-    requests: Vec<Counter>,
-    events: Vec<Counter>,
-    request_duration: Histogram,
+    requests: Vec<Vec<Counter>>,
+    events: Vec<Vec<Counter>>,
+    /// `[ok, failed]` per webhook.
+    reloads: Vec<[Counter; 2]>,
+    request_duration: Vec<Histogram>,
     publish_duration: Histogram,
     publishes_in_flight: Gauge,
+    slot_wait: Histogram,
+    requests_waiting: Gauge,
     nats_connected: Gauge,
     ready: Gauge,
     refusal_records_dropped: Counter,
@@ -59,7 +67,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics of a bridge with the single webhook.
     pub fn new() -> Self {
+        Self::for_webhooks(&[crate::settings::DEFAULT_WEBHOOK_NAME])
+    }
+
+    /// Metrics of a bridge serving these webhooks: the `webhook` label takes
+    /// these values only, and a webhook is named by its index here.
+    pub fn for_webhooks<S: AsRef<str>>(webhooks: &[S]) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&DURATION_BUCKETS)
             .unwrap_or_else(|_| unreachable!("the bucket list is not empty"))
@@ -77,17 +92,22 @@ impl Metrics {
         describe(
             REQUESTS_TOTAL,
             Some(Unit::Count),
-            "Webhook requests answered, by outcome.",
+            "Webhook requests answered, by webhook and outcome.",
         );
         describe(
             EVENTS_PUBLISHED_TOTAL,
             Some(Unit::Count),
-            "Events newly stored (duplicates excluded), by event family.",
+            "Events newly stored (duplicates excluded), by webhook and event family.",
         );
         describe(
             REQUEST_DURATION,
             Some(Unit::Seconds),
-            "Time from the start of a webhook request to its answer.",
+            "Time from the start of a webhook request to its answer, by webhook.",
+        );
+        describe(
+            SECRETS_RELOADS_TOTAL,
+            Some(Unit::Count),
+            "Reloads of a webhook's signing secrets file, by result (a failed one keeps the secrets in force).",
         );
         describe(
             PUBLISH_DURATION,
@@ -98,6 +118,16 @@ impl Metrics {
             PUBLISHES_IN_FLIGHT,
             None,
             "Messages published and not yet acknowledged.",
+        );
+        describe(
+            SLOT_WAIT,
+            Some(Unit::Seconds),
+            "Time a delivery that found every slot taken waited for one (admitted or refused).",
+        );
+        describe(
+            REQUESTS_WAITING,
+            None,
+            "Deliveries waiting for a slot (http.max_in_flight) right now.",
         );
         describe(
             NATS_CONNECTED,
@@ -120,26 +150,58 @@ impl Metrics {
             "Always 1; the labels say which build is running.",
         );
 
-        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
-            Key::from_parts(name, vec![Label::from_static_parts(label, value)])
+        let labelled = |name: &'static str, webhook: &str, label: &'static str, value: &str| {
+            let mut labels = vec![Label::new("webhook", webhook.to_owned())];
+            if !label.is_empty() {
+                labels.push(Label::new(label, value.to_owned()));
+            }
+            Key::from_parts(name, labels)
         };
-        let requests = Outcome::ALL
+        let webhooks: Vec<&str> = webhooks.iter().map(AsRef::as_ref).collect();
+        let requests = webhooks
             .iter()
-            .map(|o| {
-                recorder
-                    .register_counter(&labelled(REQUESTS_TOTAL, "outcome", o.as_str()), &METADATA)
+            .map(|w| {
+                Outcome::ALL
+                    .iter()
+                    .map(|o| {
+                        recorder.register_counter(
+                            &labelled(REQUESTS_TOTAL, w, "outcome", o.as_str()),
+                            &METADATA,
+                        )
+                    })
+                    .collect()
             })
             .collect();
         // The family label is the catalog's: a fixed set, so a hostile or
         // novel `type` cannot add series.
-        let events = catalog::LABELS
+        let events = webhooks
             .iter()
-            .map(|family| {
-                recorder.register_counter(
-                    &labelled(EVENTS_PUBLISHED_TOTAL, "family", family),
-                    &METADATA,
-                )
+            .map(|w| {
+                catalog::LABELS
+                    .iter()
+                    .map(|family| {
+                        recorder.register_counter(
+                            &labelled(EVENTS_PUBLISHED_TOTAL, w, "family", family),
+                            &METADATA,
+                        )
+                    })
+                    .collect()
             })
+            .collect();
+        let reloads = webhooks
+            .iter()
+            .map(|w| {
+                ["ok", "failed"].map(|r| {
+                    recorder.register_counter(
+                        &labelled(SECRETS_RELOADS_TOTAL, w, "result", r),
+                        &METADATA,
+                    )
+                })
+            })
+            .collect();
+        let request_duration = webhooks
+            .iter()
+            .map(|w| recorder.register_histogram(&labelled(REQUEST_DURATION, w, "", ""), &METADATA))
             .collect();
         let plain = |name: &'static str| Key::from_static_name(name);
         recorder
@@ -158,9 +220,12 @@ impl Metrics {
             handle: recorder.handle(),
             requests,
             events,
-            request_duration: recorder.register_histogram(&plain(REQUEST_DURATION), &METADATA),
+            reloads,
+            request_duration,
             publish_duration: recorder.register_histogram(&plain(PUBLISH_DURATION), &METADATA),
             publishes_in_flight: recorder.register_gauge(&plain(PUBLISHES_IN_FLIGHT), &METADATA),
+            slot_wait: recorder.register_histogram(&plain(SLOT_WAIT), &METADATA),
+            requests_waiting: recorder.register_gauge(&plain(REQUESTS_WAITING), &METADATA),
             nats_connected: recorder.register_gauge(&plain(NATS_CONNECTED), &METADATA),
             ready: recorder.register_gauge(&plain(READY), &METADATA),
             refusal_records_dropped: recorder
@@ -171,15 +236,29 @@ impl Metrics {
         }
     }
 
-    /// One webhook request answered.
-    pub fn request(&self, outcome: Outcome, took: Duration) {
-        self.inner.requests[outcome as usize].increment(1);
-        self.inner.request_duration.record(took.as_secs_f64());
+    /// One request to webhook number `webhook` answered.
+    pub fn request(&self, webhook: usize, outcome: Outcome, took: Duration) {
+        if let Some(counters) = self.inner.requests.get(webhook) {
+            counters[outcome as usize].increment(1);
+        }
+        if let Some(h) = self.inner.request_duration.get(webhook) {
+            h.record(took.as_secs_f64());
+        }
     }
 
-    /// One event newly stored, of a family of the catalog (`None`: `other`).
-    pub fn event_published(&self, family: Option<Family>) {
-        self.inner.events[catalog::label_index(family)].increment(1);
+    /// One event of webhook number `webhook` newly stored, of a family of
+    /// the catalog (`None`: `other`).
+    pub fn event_published(&self, webhook: usize, family: Option<Family>) {
+        if let Some(counters) = self.inner.events.get(webhook) {
+            counters[catalog::label_index(family)].increment(1);
+        }
+    }
+
+    /// One reload of webhook number `webhook`'s secrets file, done or failed.
+    pub fn secrets_reloaded(&self, webhook: usize, ok: bool) {
+        if let Some([done, failed]) = self.inner.reloads.get(webhook) {
+            if ok { done } else { failed }.increment(1);
+        }
     }
 
     /// One refused delivery left unrecorded (rate bound or queue full).
@@ -191,6 +270,16 @@ impl Metrics {
     pub fn publish_started(&self) -> PublishTimer {
         self.inner.publishes_in_flight.increment(1.0);
         PublishTimer {
+            metrics: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts a delivery as waiting for a slot until the returned guard is
+    /// dropped, which records how long it waited.
+    pub fn waiting_for_slot(&self) -> SlotWait {
+        self.inner.requests_waiting.increment(1.0);
+        SlotWait {
             metrics: self.clone(),
             started: Instant::now(),
         }
@@ -209,6 +298,22 @@ impl Metrics {
     /// memory grow between scrapes.
     pub fn run_upkeep(&self) {
         self.inner.handle.run_upkeep();
+    }
+}
+
+/// One delivery waiting for a slot.
+pub struct SlotWait {
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Drop for SlotWait {
+    // On drop, so a wait that ends any way (admitted, timed out, or the
+    // request abandoned) leaves the gauge and is timed.
+    fn drop(&mut self) {
+        let inner = &self.metrics.inner;
+        inner.requests_waiting.decrement(1.0);
+        inner.slot_wait.record(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -245,20 +350,22 @@ mod tests {
         let text = m.render(false, false);
         for o in Outcome::ALL {
             assert!(
-                text.contains(&format!("{REQUESTS_TOTAL}{{outcome=\"{o}\"}} 0")),
+                text.contains(&format!(
+                    "{REQUESTS_TOTAL}{{webhook=\"default\",outcome=\"{o}\"}} 0"
+                )),
                 "{o}: {text}"
             );
         }
         for f in catalog::LABELS {
-            let line = format!("{EVENTS_PUBLISHED_TOTAL}{{family=\"{f}\"}} 0");
+            let line = format!("{EVENTS_PUBLISHED_TOTAL}{{webhook=\"default\",family=\"{f}\"}} 0");
             assert!(text.contains(&line), "{text}");
         }
         assert!(text.contains(&format!("{NATS_CONNECTED} 0")), "{text}");
         assert!(text.contains("# TYPE fastpix_bridge_requests_total counter"));
 
-        m.request(Outcome::Published, Duration::from_millis(3));
-        m.request(Outcome::Published, Duration::from_millis(30));
-        m.event_published(Some(Family::Simulcast));
+        m.request(0, Outcome::Published, Duration::from_millis(3));
+        m.request(0, Outcome::Published, Duration::from_millis(30));
+        m.event_published(0, Some(Family::Simulcast));
         let timer = m.publish_started();
         let in_flight = m.render(true, true);
         assert!(
@@ -266,18 +373,30 @@ mod tests {
             "{in_flight}"
         );
         timer.acknowledged();
+        let waiting = m.waiting_for_slot();
         let text = m.render(true, true);
-        assert!(text.contains(&format!("{REQUESTS_TOTAL}{{outcome=\"published\"}} 2")));
+        assert!(text.contains(&format!("{REQUESTS_WAITING} 1")), "{text}");
+        drop(waiting);
+        let text = m.render(true, true);
+        assert!(text.contains(&format!("{REQUESTS_WAITING} 0")), "{text}");
+        assert!(text.contains(&format!("{SLOT_WAIT}_count 1")), "{text}");
         assert!(text.contains(&format!(
-            "{EVENTS_PUBLISHED_TOTAL}{{family=\"simulcast\"}} 1"
+            "{REQUESTS_TOTAL}{{webhook=\"default\",outcome=\"published\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "{EVENTS_PUBLISHED_TOTAL}{{webhook=\"default\",family=\"simulcast\"}} 1"
         )));
         assert!(text.contains(&format!("{PUBLISHES_IN_FLIGHT} 0")), "{text}");
         assert!(
-            text.contains(&format!("{REQUEST_DURATION}_bucket{{le=\"0.005\"}} 1")),
+            text.contains(&format!(
+                "{REQUEST_DURATION}_bucket{{webhook=\"default\",le=\"0.005\"}} 1"
+            )),
             "{text}"
         );
         assert!(
-            text.contains(&format!("{REQUEST_DURATION}_count 2")),
+            text.contains(&format!(
+                "{REQUEST_DURATION}_count{{webhook=\"default\"}} 2"
+            )),
             "{text}"
         );
         assert!(

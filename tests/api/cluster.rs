@@ -125,13 +125,8 @@ async fn losing_the_bridges_nats_node_mid_burst_loses_nothing_and_stops_nothing(
         SECRET.into(),
     );
     let env: Vec<(String, String)> = env.into_iter().collect();
-    let bridge = BridgeProcess::start(free_port(), &env);
-    let readyz = bridge.url("/readyz");
-    assert!(
-        eventually(Duration::from_secs(30), || http_ok(&http, &readyz)).await,
-        "bridge never ready:\n{}",
-        bridge.log_text()
-    );
+    let bridge = BridgeProcess::start(&env);
+    bridge.wait_ready().await;
 
     let started = Instant::now();
     let victim = loop {

@@ -12,12 +12,34 @@ use std::time::Duration;
 use fastpix_nats_bridge::consumer::{self, Family};
 
 use crate::deploy::*;
-use crate::deploy_files::consumer_services;
+use crate::deploy_files::{consumer_services, python_example};
+
+/// A container's argv as run here: the Python examples with the tests'
+/// Python (None when it is not installed: skipped) and the script from the
+/// repository; everything else as is.
+fn local_argv(argv: &[String]) -> Option<Vec<String>> {
+    let Some(script) = python_example(argv) else {
+        return Some(argv.to_vec());
+    };
+    let python = external_tool("TEST_PYTHON")?;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/python")
+        .join(script);
+    let mut local = vec![
+        python.to_string_lossy().into_owned(),
+        path.to_string_lossy().into_owned(),
+    ];
+    local.extend(argv[2..].iter().cloned());
+    Some(local)
+}
 use crate::helpers::*;
 
 /// The event families a consumer service reads: the examples read one each,
 /// `subscribe` without filters reads them all.
 fn families_read_by(argv: &[String]) -> Option<Family> {
+    if python_example(argv) == Some("media_consumer.py") {
+        return Some(Family::Media);
+    }
     match native_program(&argv[0]).file_name()?.to_str()? {
         "live_stream_worker" => Some(Family::LiveStream),
         "media_catalog" => Some(Family::Media),
@@ -48,7 +70,7 @@ fn families_read_by(argv: &[String]) -> Option<Family> {
 /// container's port 8080 replaced by `port`, and the container's
 /// environment `env`, which docker gives the healthcheck too) until it passes.
 async fn wait_healthy(service: &Service<'_>, port: u16, env: &BTreeMap<String, String>) {
-    let mut test = service.healthcheck_test();
+    let mut test = local_argv(&service.healthcheck_test()).expect("a program to run");
     for arg in &mut test {
         *arg = arg.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     }
@@ -107,12 +129,13 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
     let mut bridge_env = bridge_service.environment();
     let nats_url = localize_urls(&bridge_env["FASTPIX_BRIDGE__NATS__URL"], &hosts);
     bridge_env.insert("FASTPIX_BRIDGE__NATS__URL".into(), nats_url.clone());
-    let port = free_port();
-    let bridge = BridgeProcess::start(port, &bridge_env.clone().into_iter().collect::<Vec<_>>());
+    let bridge = BridgeProcess::start(&bridge_env.clone().into_iter().collect::<Vec<_>>());
+    let port = bridge.addr.port();
     wait_healthy(&bridge_service, port, &BTreeMap::new()).await;
 
     let consumer_envs: BTreeMap<String, BTreeMap<String, String>> = consumer_services(&compose)
         .into_iter()
+        .filter(|name| local_argv(&container_argv(&compose.service(name))).is_some())
         .map(|name| {
             let mut env = compose.service(&name).environment();
             let local = localize_urls(&env["FASTPIX_BRIDGE__NATS__URL"], &hosts);
@@ -124,8 +147,9 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
         .iter()
         .map(|(name, env)| {
             let argv = container_argv(&compose.service(name));
+            let local = local_argv(&argv).expect("filtered above");
             (
-                ServiceProcess::start(name, &argv, env),
+                ServiceProcess::start(name, &local, env),
                 families_read_by(&argv),
             )
         })

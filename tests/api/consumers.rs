@@ -17,12 +17,12 @@ use crate::helpers::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
 }
 
 /// An example binary; `cargo test` builds examples next to the test binary.
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
@@ -38,7 +38,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// A command with a clean `FASTPIX_BRIDGE*` environment plus `env`.
-fn command(program: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub(crate) fn command(program: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("FASTPIX_BRIDGE") {
@@ -56,14 +56,14 @@ fn command(program: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 /// A running process whose stdout and stderr are collected as they come.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     out: Arc<Mutex<Vec<u8>>>,
     err: Arc<Mutex<Vec<u8>>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+pub(crate) fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut from: R,
     into: Arc<Mutex<Vec<u8>>>,
 ) -> tokio::task::JoinHandle<()> {
@@ -79,7 +79,7 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().expect("start process");
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
@@ -96,7 +96,7 @@ impl Proc {
     }
 
     /// `subscribe …` against `nats`, returned once it says it is ready.
-    async fn subscribe(nats: &NatsServer, args: &[&str]) -> Self {
+    pub(crate) async fn subscribe(nats: &NatsServer, args: &[&str]) -> Self {
         let mut full = vec!["subscribe"];
         full.extend_from_slice(args);
         let mut p = Proc::spawn(command(
@@ -108,22 +108,22 @@ impl Proc {
         p
     }
 
-    fn stdout(&self) -> Vec<u8> {
+    pub(crate) fn stdout(&self) -> Vec<u8> {
         self.out.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.stdout())
             .lines()
             .map(str::to_owned)
             .collect()
     }
 
-    async fn wait_ready(&mut self) {
+    pub(crate) async fn wait_ready(&mut self) {
         let ready = eventually(LIMIT, || {
             let err = self.stderr();
             let exited = self.child.try_wait().ok().flatten().is_some();
@@ -137,7 +137,7 @@ impl Proc {
         );
     }
 
-    async fn wait_lines(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn wait_lines(&self, n: usize) -> Vec<String> {
         let ok = eventually(LIMIT, || {
             let count = self.lines().len();
             async move { count >= n }
@@ -153,7 +153,7 @@ impl Proc {
     }
 
     /// Waits for the exit (it must come by itself) and returns status, stdout, stderr.
-    async fn finish(mut self) -> (ExitStatus, Vec<u8>, String) {
+    pub(crate) async fn finish(mut self) -> (ExitStatus, Vec<u8>, String) {
         let status = tokio::time::timeout(LIMIT, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("did not exit; stderr:\n{}", self.stderr()))
@@ -164,7 +164,7 @@ impl Proc {
         (status, self.stdout(), self.stderr())
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("running");
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &pid.to_string()])
@@ -176,13 +176,13 @@ impl Proc {
 }
 
 /// Runs the CLI to completion.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+pub(crate) async fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let (status, out, err) = Proc::spawn(command(bin(), args, env)).finish().await;
     (status, String::from_utf8_lossy(&out).into_owned(), err)
 }
 
 /// Posts `bodies` in order, each must be stored.
-async fn post_all(app: &TestApp, bodies: &[String]) {
+pub(crate) async fn post_all(app: &TestApp, bodies: &[String]) {
     for body in bodies {
         let resp = app.post_signed(body).await;
         assert_eq!(resp.status(), 200, "{body}");
@@ -1020,4 +1020,18 @@ async fn the_examples_wait_for_nats_then_log_each_event() {
         "the upload event is not the catalogue's"
     );
     drop(app);
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_named_as_such_not_as_a_missing_stream() {
+    use fastpix_nats_bridge::consumer::{self, BindError, Start, SubjectPrefix};
+    // `-js=false` after the helper's `-js`: the same server, JetStream off.
+    let nats = NatsServer::start_with(&["-js=false"]);
+    let js = jetstream::new(nats.client().await);
+    let filters = Family::Media.filters(&SubjectPrefix::default());
+    let err = consumer::durable(&js, "FASTPIX", "no-js", &filters, Start::All)
+        .await
+        .expect_err("there is no JetStream to bind to");
+    assert!(matches!(err, BindError::NoJetStream), "{err:?}");
+    assert!(err.is_transient());
 }

@@ -450,6 +450,10 @@ pub fn container_argv(service: &Service<'_>) -> Vec<String> {
 /// the bridge itself, or an example (which `cargo test` builds next to the
 /// test binary).
 pub fn native_program(container_path: &str) -> PathBuf {
+    // Already a program of this machine (a Python example's interpreter).
+    if !container_path.starts_with("/usr/local/bin/") && Path::new(container_path).is_file() {
+        return PathBuf::from(container_path);
+    }
     let name = Path::new(container_path)
         .file_name()
         .and_then(|n| n.to_str())

@@ -189,18 +189,16 @@ fn compose_bridges_are_configured_by_environment_alone_and_checked_on_readyz() {
         let bridges: Vec<String> = compose
             .service_names()
             .into_iter()
-            .filter(|n| compose.service(n).value.get("build").is_some() && n.starts_with("bridge"))
+            .filter(|n| n.starts_with("bridge"))
             .collect();
-        assert!(!bridges.is_empty(), "{path}: no bridge service built here");
+        assert!(!bridges.is_empty(), "{path}: no bridge service here");
+        let (built, _) = the_one_build(&compose);
         for name in bridges {
             let bridge = compose.service(&name);
-            let context = match &bridge.value["build"] {
-                Value::String(s) => s.clone(),
-                other => other["context"].as_str().unwrap_or(".").to_owned(),
-            };
-            assert!(
-                compose.dir().join(&context).join("Dockerfile").is_file(),
-                "{path}: `{name}` is not built from the project's Dockerfile"
+            assert_eq!(
+                bridge.value["image"],
+                compose.service(&built).value["image"],
+                "{path}: `{name}` does not run the image the stack builds"
             );
             assert!(
                 bridge.value.get("env_file").is_none() && bridge.volumes().is_empty(),
@@ -327,6 +325,36 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
     for name in consumers {
         let service = compose.service(&name);
         let argv = container_argv(&service);
+        if let Some(script) = python_example(&argv) {
+            // A Python example on its own image: its healthcheck asks for
+            // its durable with the same script.
+            let check = service.healthcheck_test();
+            assert_eq!(
+                check,
+                ["python", argv[1].as_str(), "--healthcheck"],
+                "`{name}`'s healthcheck"
+            );
+            let source = read_repo_file(&format!("examples/python/{script}"));
+            let env = service.environment();
+            let durable = env.get("DURABLE").cloned().unwrap_or_else(|| {
+                source
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DEFAULT_DURABLE = \""))
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("examples/python/{script} names no DEFAULT_DURABLE"))
+                    .to_owned()
+            });
+            assert!(
+                durables.insert(durable.clone()),
+                "`{name}` shares the durable `{durable}`: it would get only part of the events"
+            );
+            assert_eq!(
+                env.get("FASTPIX_BRIDGE__NATS__URL").map(String::as_str),
+                Some("nats://nats:4222"),
+                "`{name}`"
+            );
+            continue;
+        }
         assert!(
             shipped.contains(&argv[0]),
             "`{name}` runs {}, which the image does not ship ({shipped:?})",
@@ -526,6 +554,22 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
             .any(|(op, a)| op == "RUN" && a.contains("cargo")),
         "nothing is built in the runtime stage"
     );
+}
+
+/// `python /app/<script>.py …` (a Python example from examples/python/,
+/// built into its own image): the script's name.
+pub fn python_example(argv: &[String]) -> Option<&str> {
+    match argv {
+        [python, script, ..] if python == "python" => {
+            let name = script.strip_prefix("/app/")?;
+            assert!(
+                repo_path(&format!("examples/python/{name}")).is_file(),
+                "{script} is not in examples/python/"
+            );
+            Some(name)
+        }
+        _ => None,
+    }
 }
 
 /// Example programs in `examples/` (the image ships each one).
@@ -884,6 +928,219 @@ fn the_readme_runs_the_stack_as_the_compose_file_defines_it() {
             "the stack section does not show consumer `{name}`"
         );
     }
+}
+
+/// The one service of a compose file that builds the project's image (from
+/// the repository's Dockerfile), and that image's name; panics unless
+/// exactly one does, and unless no two services build the same context.
+fn the_one_build(compose: &Compose) -> (String, String) {
+    let path = compose.path;
+    let context_of = |name: &str| match &compose.service(name).value["build"] {
+        Value::String(s) => compose.dir().join(s),
+        other => compose.dir().join(other["context"].as_str().unwrap_or(".")),
+    };
+    let builders: Vec<(String, std::path::PathBuf)> = compose
+        .service_names()
+        .into_iter()
+        .filter(|n| compose.service(n).value.get("build").is_some())
+        .map(|n| {
+            let dir = context_of(&n);
+            let dir = dir.canonicalize().unwrap_or(dir);
+            (n, dir)
+        })
+        .collect();
+    let contexts: BTreeSet<_> = builders.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(
+        contexts.len(),
+        builders.len(),
+        "{path}: two services build the same image, so `up --build` builds it twice: {builders:?}"
+    );
+    let root = repo_path(".").canonicalize().expect("the repository");
+    let project: Vec<&String> = builders
+        .iter()
+        .filter(|(_, d)| *d == root)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        project.len(),
+        1,
+        "{path}: exactly one service builds the project's image: {builders:?}"
+    );
+    for (name, _) in &builders {
+        let service = compose.service(name);
+        assert!(
+            service.value["image"].is_string(),
+            "{path}: `{name}` builds an image without naming it (`image:`)"
+        );
+        // Always built here: a registry may hold another image of that name.
+        assert_eq!(service.value["pull_policy"], "build", "{path}: `{name}`");
+    }
+    let built = compose.service(project[0]);
+    let image = built.value["image"].as_str().unwrap_or_default().to_owned();
+    (built.name.clone(), image)
+}
+
+#[test]
+fn each_compose_stack_builds_one_image_and_every_project_service_runs_it() {
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        let (builder, image) = the_one_build(&compose);
+        let mut users = 0;
+        for name in compose.service_names() {
+            let service = compose.service(&name);
+            let runs = service.value["image"].as_str().unwrap_or_default();
+            let other_build = service.value.get("build").is_some() && name != builder;
+            if runs.starts_with("nats:")
+                || runs.starts_with("prom/")
+                || runs.starts_with("grafana/")
+                || other_build
+            {
+                continue;
+            }
+            assert_eq!(
+                runs, image,
+                "{path}: `{name}` runs another image than the one built"
+            );
+            users += 1;
+            if name != builder {
+                // Never pulled: the image exists once `builder` is built.
+                assert_eq!(service.value["pull_policy"], "never", "{path}: `{name}`");
+            }
+        }
+        assert!(
+            users >= 2,
+            "{path}: the built image is shared ({users} services)"
+        );
+    }
+}
+
+/// A memory quantity as Kubernetes (`256Mi`, `1Gi`, `512M`) or Compose
+/// (`256m`, `1g`, `256M`, bytes) writes it, in bytes.
+pub fn memory_bytes(quantity: &str) -> u64 {
+    let q = quantity.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n
+        .parse()
+        .unwrap_or_else(|_| panic!("memory quantity {quantity:?}"));
+    let mult: u64 = match unit.trim_end_matches(['b', 'B']) {
+        "" => 1,
+        "Ki" | "k" | "K" => 1 << 10,
+        "Mi" | "m" | "M" => 1 << 20,
+        "Gi" | "g" | "G" => 1 << 30,
+        other => panic!("memory unit {other:?} in {quantity:?}"),
+    };
+    n * mult
+}
+
+/// One bridge as a shipped file deploys it: its environment and the memory
+/// it is given.
+pub struct ShippedBridge {
+    pub file: String,
+    pub env: BTreeMap<String, String>,
+    pub memory_limit: Option<u64>,
+}
+
+/// Every bridge of every shipped deployment: the Kubernetes Deployment (with
+/// its ConfigMap) and each bridge service of both compose files.
+pub fn shipped_bridges() -> Vec<ShippedBridge> {
+    let mut found = Vec::new();
+    let objects = kubernetes_objects();
+    let configmap = object(&objects, "ConfigMap");
+    let deployment = object(&objects, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = configmap["data"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.push(ShippedBridge {
+        file: "deploy/kubernetes".into(),
+        env,
+        memory_limit: container["resources"]["limits"]["memory"]
+            .as_str()
+            .map(memory_bytes),
+    });
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        for name in compose
+            .service_names()
+            .into_iter()
+            .filter(|n| n.starts_with("bridge"))
+        {
+            let service = compose.service(&name);
+            let limit = &service.value["deploy"]["resources"]["limits"]["memory"];
+            let limit = match limit {
+                Value::String(s) => Some(memory_bytes(s)),
+                Value::Number(n) => n.as_u64(),
+                _ => match &service.value["mem_limit"] {
+                    Value::String(s) => Some(memory_bytes(s)),
+                    Value::Number(n) => n.as_u64(),
+                    _ => None,
+                },
+            };
+            found.push(ShippedBridge {
+                file: format!("{path} `{name}`"),
+                env: service.environment(),
+                memory_limit: limit,
+            });
+        }
+    }
+    found
+}
+
+/// The sizing rule of docs/settings.md ("Sizing memory"): twice the bodies
+/// in flight, the kernel's receive buffers of waiting requests, and the
+/// bridge's own footprint.
+pub fn memory_needed(http: &fastpix_nats_bridge::settings::HttpSettings) -> u64 {
+    const FOOTPRINT: u64 = 64 << 20;
+    const SOCKET_BUFFER: u64 = 128 << 10;
+    2 * http.max_in_flight as u64 * http.max_body_bytes as u64
+        + http.max_queued as u64 * SOCKET_BUFFER
+        + FOOTPRINT
+}
+
+#[test]
+fn every_shipped_deployment_sizes_its_bodies_for_the_memory_it_is_given() {
+    let bridges = shipped_bridges();
+    assert!(
+        bridges.len() >= 4,
+        "k8s, the stack's bridge, two cluster bridges"
+    );
+    for bridge in bridges {
+        let file = &bridge.file;
+        let limit = bridge
+            .memory_limit
+            .unwrap_or_else(|| panic!("{file}: the bridge has no memory limit"));
+        let mut env = bridge.env.clone();
+        env.insert(
+            "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+            SECRET_PLACEHOLDER.into(),
+        );
+        let settings = settings_from(&env).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let need = memory_needed(&settings.http);
+        assert!(
+            need <= limit,
+            "{file}: 2 x max_in_flight {} x max_body_bytes {} + max_queued {} x 128 KiB + 64 MiB \
+             = {} MiB, above the memory limit of {} MiB",
+            settings.http.max_in_flight,
+            settings.http.max_body_bytes,
+            settings.http.max_queued,
+            need >> 20,
+            limit >> 20
+        );
+    }
+    // The rule can fail: the defaults do not fit these limits.
+    let defaults = fastpix_nats_bridge::settings::HttpSettings::default();
+    assert!(memory_needed(&defaults) > 256 << 20);
 }
 
 /// The host path behind `container_path` in `service`'s bind mounts (the

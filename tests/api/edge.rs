@@ -299,7 +299,11 @@ async fn ambiguous_or_malformed_types_get_400_and_are_kept_on_invalid() {
     for (m, (body, reason)) in kept.iter().zip(&cases) {
         assert_eq!(m.subject, "fastpix.invalid");
         assert_eq!(&m.payload, body, "kept byte for byte");
-        assert!(m.header("FastPix-Bridge-Error").unwrap().contains(reason));
+        assert!(
+            m.decoded_header("FastPix-Bridge-Error")
+                .unwrap()
+                .contains(reason)
+        );
     }
 }
 
@@ -405,4 +409,169 @@ async fn a_request_still_running_after_the_shutdown_grace_does_not_hold_shutdown
         .unwrap()
         .unwrap();
     assert!(answer.is_none(), "{answer:?}");
+}
+
+/// An unsigned request can only be the probe, so its body is never read
+/// beyond the probe's size: a larger declared length is refused before a
+/// byte of it is sent, and an unsigned chunked body is cut off once past it.
+#[tokio::test]
+async fn unsigned_bodies_beyond_the_probe_size_are_refused_without_being_read() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with(
+        &nats.url(),
+        &[("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "30s")],
+    )
+    .await;
+    let port = app.addr.port();
+
+    // Declared 512 KiB, nothing of it sent: 401 at once, not a wait for the body.
+    let asked = Instant::now();
+    let answer = raw_exchange(port, |mut wr| async move {
+        let head = "POST /webhooks/fastpix HTTP/1.1\r\nHost: x\r\nContent-Length: 524288\r\n\r\n";
+        let _ = wr.write_all(head.as_bytes()).await;
+        std::future::pending::<()>().await
+    })
+    .await
+    .unwrap()
+    .expect("an answer");
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert_eq!(answer.json()["outcome"], "unsigned");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // Chunked and endless: 401 once past the probe's size, not after the
+    // body limit (413) or the body timeout (408).
+    let asked = Instant::now();
+    let answer = raw_exchange(port, |mut wr| async move {
+        let head =
+            "POST /webhooks/fastpix HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let _ = wr.write_all(head.as_bytes()).await;
+        // 40 bytes a chunk, slowly: the bridge must stop after two of them.
+        for _ in 0..200 {
+            let chunk = format!("28\r\n{}\r\n", " ".repeat(40));
+            if wr.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::future::pending::<()>().await
+    })
+    .await
+    .unwrap()
+    .expect("an answer");
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // The probe as FastPix sends it, and padded up to the bound, still 200.
+    for body in [
+        "",
+        "{}",
+        "{}\n",
+        " { }\r\n",
+        &format!("{{}}{}", " ".repeat(62)),
+    ] {
+        let resp = app.post(body, None).await;
+        assert_eq!(resp.status(), 200, "{body:?}");
+    }
+    // One byte past the bound: not a probe any more.
+    let resp = app.post(&format!("{{}}{}", " ".repeat(63)), None).await;
+    assert_json_error(resp, 401, "unsigned").await;
+    // Signed bodies keep the full limit.
+    assert_serves_others(&app, "signed-after-unsigned").await;
+    assert!(stored(&nats).await.len() == 1);
+}
+
+/// With `webhook.allow_unsigned=true` unsigned events are accepted, so the
+/// probe-size bound does not apply.
+#[tokio::test]
+async fn with_unsigned_allowed_unsigned_events_keep_the_full_limit() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with(
+        &nats.url(),
+        &[("FASTPIX_BRIDGE__WEBHOOK__ALLOW_UNSIGNED", "true")],
+    )
+    .await;
+    let resp = app
+        .post(&event_body("video.media.ready", "unsigned-allowed"), None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(stored(&nats).await.len(), 1);
+}
+
+/// A client that writes its whole body before reading (Python's urllib, as
+/// a new user would try it) reads the 413 for a body over the limit, signed
+/// or not, instead of a broken pipe.
+#[tokio::test]
+async fn a_client_that_writes_the_whole_body_first_reads_the_early_answer() {
+    let Some(python) = which_python() else {
+        return;
+    };
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with(
+        &nats.url(),
+        &[("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", "65536")],
+    )
+    .await;
+    // 8 MiB: more than the socket buffers of both ends can take, so the
+    // client is still writing when the answer is sent.
+    let script = r#"
+import sys, urllib.request, urllib.error
+url, signed = sys.argv[1], sys.argv[2] == "signed"
+body = b'{"type":"video.media.ready","pad":"' + b"x" * (8 * 1024 * 1024) + b'"}'
+headers = {"Content-Type": "application/json"}
+if signed:
+    headers["FastPix-Signature"] = "AAAA"
+req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        print(resp.status, resp.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+except Exception as e:
+    print("failed", type(e).__name__, e)
+"#;
+    for (mode, status, outcome) in [("signed", 413, "too_large"), ("unsigned", 413, "too_large")] {
+        let url = app.webhook_url();
+        let (python, script) = (python.clone(), script.to_owned());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args(["-c", &script, &url, mode])
+                .output()
+                .expect("run python")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.starts_with(&format!("{status} ")),
+            "{mode}: urllib read {stdout:?} {stderr}"
+        );
+        assert!(stdout.contains(outcome), "{stdout}");
+    }
+    assert_serves_others(&app, "after-early-answers").await;
+}
+
+/// `python3` from PATH (plain standard library).
+fn which_python() -> Option<std::path::PathBuf> {
+    let found = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("python3".into());
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "python3 is not on PATH, and CI=true runs every test"
+    );
+    eprintln!("skipping: python3 is not on PATH");
+    None
 }

@@ -15,22 +15,6 @@ const EVENTS: usize = 2000;
 /// Total time the senders may take; a fault test must stay under a minute.
 const SEND_DEADLINE: Duration = Duration::from_secs(50);
 
-fn env_with(nats: &NatsServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = bridge_env(nats);
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
-}
-
-async fn wait_ready(bridge: &BridgeProcess) {
-    let ready = eventually(Duration::from_secs(20), || async {
-        reqwest::get(bridge.url("/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "bridge not ready:\n{}", bridge.log_text());
-}
-
 /// Messages in the stream, or 0 while it cannot be asked.
 async fn stored_count(client: &async_nats::Client) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
@@ -73,11 +57,11 @@ fn assert_the_fault_was_felt(report: &SendReport) {
 async fn nats_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
     let started = Instant::now();
     let mut nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(&nats, &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")]),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let sending =
         tokio::spawn(async move { send_with_retries(&url, SENDERS, EVENTS, SEND_DEADLINE).await });
@@ -101,10 +85,10 @@ async fn nats_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
 async fn bridge_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
     let started = Instant::now();
     let nats = NatsServer::start();
-    let port = free_port();
     let env = bridge_env(&nats);
-    let mut first = BridgeProcess::start(port, &env);
-    wait_ready(&first).await;
+    let mut first = BridgeProcess::start(&env);
+    let addr = first.addr;
+    first.wait_ready().await;
     let url = first.url("/webhooks/fastpix");
     let sending =
         tokio::spawn(async move { send_with_retries(&url, SENDERS, EVENTS, SEND_DEADLINE).await });
@@ -118,7 +102,7 @@ async fn bridge_restarted_under_load_loses_nothing_and_stores_nothing_twice() {
         first.log_text()
     );
     // A new bridge on the same port, as a supervisor or an orchestrator would start it.
-    let second = tokio::task::spawn_blocking(move || BridgeProcess::start(port, &env))
+    let second = tokio::task::spawn_blocking(move || BridgeProcess::start_on(addr, &env))
         .await
         .expect("start the second bridge");
 
@@ -139,11 +123,11 @@ async fn frozen_storage_gets_503_within_the_publish_timeout_and_nothing_acked_is
     let started = Instant::now();
     let publish_timeout = Duration::from_secs(2);
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(&nats, &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")]),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s")],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let sender_url = url.clone();
     let sending = tokio::spawn(async move {
@@ -157,7 +141,7 @@ async fn frozen_storage_gets_503_within_the_publish_timeout_and_nothing_acked_is
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let run = format!("frozen-{}", free_port());
+    let run = format!("frozen-{}", uuid::Uuid::new_v4());
     let mut probes = Vec::new();
     for i in 0..3 {
         let id = format!("{run}-{i}");
@@ -225,16 +209,23 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// HTTP clients report a refusal that arrives while they are still writing
 /// the body as a broken pipe rather than as the answer.
 async fn never_finishing_post(port: u16) -> std::io::Result<Option<RawAnswer>> {
-    const SENT: usize = 15 * 64 * 1024;
+    never_finishing_post_of(port, 15 * 64 * 1024).await
+}
+
+/// A POST with a signature header that declares `SENT + 1` bytes of body and
+/// sends `SENT` (rounded down to 64 KiB), never the last byte.
+async fn never_finishing_post_of(port: u16, sent: usize) -> std::io::Result<Option<RawAnswer>> {
+    let chunks = sent / (64 * 1024);
+    let sent = chunks * 64 * 1024;
     raw_exchange(port, |mut wr| async move {
         let head = format!(
             "POST /webhooks/fastpix HTTP/1.1\r\nHost: 127.0.0.1\r\nFastPix-Signature: AAAA\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            SENT + 1
+            sent + 1
         );
         let chunk = vec![b' '; 64 * 1024];
         if wr.write_all(head.as_bytes()).await.is_ok() {
-            for _ in 0..SENT / chunk.len() {
+            for _ in 0..chunks {
                 if wr.write_all(&chunk).await.is_err() {
                     break;
                 }
@@ -246,36 +237,41 @@ async fn never_finishing_post(port: u16) -> std::io::Result<Option<RawAnswer>> {
     .await
 }
 
+/// Beyond `max_in_flight`, requests wait at most `queue_timeout` (behind at
+/// most `max_queued` others) and are then refused: never a hang, and memory
+/// stays bounded since a waiting request has read no body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_refused_at_once_with_retry_after_and_memory_stays_bounded() {
+async fn overload_is_refused_within_the_queue_timeout_with_retry_after_and_memory_stays_bounded() {
     const MAX_IN_FLIGHT: usize = 16;
+    const MAX_QUEUED: usize = 64;
+    const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
     const FLOOD: usize = 400;
     // A bridge holding all 400 bodies would be far above this; one holding
     // 16 is far below, even as a debug build.
     const RSS_CEILING_KIB: u64 = 200 * 1024;
     let started = Instant::now();
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(
-        free_port(),
-        &env_with(
-            &nats,
-            &[
-                ("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "16"),
-                ("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "60s"),
-            ],
-        ),
-    );
-    wait_ready(&bridge).await;
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[
+            ("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", "16"),
+            ("FASTPIX_BRIDGE__HTTP__MAX_QUEUED", "64"),
+            ("FASTPIX_BRIDGE__HTTP__QUEUE_TIMEOUT", "1s"),
+            ("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT", "60s"),
+        ],
+    ));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let pid = bridge.pid().expect("bridge running");
 
     // 400 concurrent requests, each with ~1 MiB of body that never ends:
-    // the 16 admitted ones hold their permits for as long as the test
-    // wants, so every other one can only be answered by a refusal.
+    // the 16 admitted ones hold their slots for as long as the test wants,
+    // so every other one can only be answered by a refusal: at once beyond
+    // the 64 waiting, after the queue timeout for those.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut flood = Vec::new();
     for _ in 0..FLOOD {
-        let (tx, port) = (tx.clone(), bridge.port);
+        let (tx, port) = (tx.clone(), bridge.addr.port());
         flood.push(tokio::spawn(async move {
             let asked = Instant::now();
             let answer = never_finishing_post(port).await;
@@ -286,7 +282,7 @@ async fn overload_is_refused_at_once_with_retry_after_and_memory_stays_bounded()
     for n in 0..FLOOD - MAX_IN_FLIGHT {
         let (took, answer) = tokio::time::timeout(Duration::from_secs(40), rx.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {n} refusals: requests beyond the bound were queued"))
+            .unwrap_or_else(|_| panic!("only {n} refusals: requests beyond the bound hang"))
             .expect("flood task");
         let answer = answer
             .expect("refused requests get an answer, not a reset")
@@ -297,6 +293,12 @@ async fn overload_is_refused_at_once_with_retry_after_and_memory_stays_bounded()
         assert_eq!(err["outcome"], "overloaded");
         slowest = slowest.max(took);
     }
+    // Within the queue timeout plus slack for 400 connections on a loaded
+    // machine: never a hang.
+    assert!(
+        slowest < QUEUE_TIMEOUT + Duration::from_secs(15),
+        "slowest refusal {slowest:?}"
+    );
     // The admitted ones are still waiting for the rest of their bodies.
     assert!(
         tokio::time::timeout(Duration::from_millis(500), rx.recv())
@@ -331,10 +333,87 @@ async fn overload_is_refused_at_once_with_retry_after_and_memory_stays_bounded()
         "peak RSS {peak} KiB is above the {RSS_CEILING_KIB} KiB ceiling"
     );
     eprintln!(
-        "overload: {FLOOD} never-ending 960 KiB requests, max_in_flight {MAX_IN_FLIGHT}: \
+        "overload: {FLOOD} never-ending 960 KiB requests, max_in_flight {MAX_IN_FLIGHT}, \
+         max_queued {MAX_QUEUED}: \
          slowest refusal {slowest:?}; peak RSS {peak_under_flood} KiB under the flood, \
          {peak} KiB overall; {} in {:?}",
         summary(&report),
         started.elapsed()
+    );
+}
+
+/// The bridge as the Kubernetes manifest configures it, flooded with what an
+/// attacker can send (a signature header, bodies as large as the limit allows,
+/// never finished) from four times as many connections as it admits: its
+/// peak RSS stays under the manifest's memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_against_the_manifest_settings_stays_under_the_manifest_memory_limit() {
+    let shipped = crate::deploy_files::shipped_bridges();
+    let k8s = shipped
+        .iter()
+        .find(|b| b.file == "deploy/kubernetes")
+        .expect("the Kubernetes bridge");
+    let limit_kib = k8s.memory_limit.expect("the manifest sets a memory limit") / 1024;
+    let nats = NatsServer::start();
+    let mut env = bridge_env(&nats);
+    let from_manifest: Vec<(String, String)> = k8s
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("FASTPIX_BRIDGE__HTTP__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(from_manifest.iter().cloned());
+    // Long enough that no admitted body is dropped during the test.
+    env.push(("FASTPIX_BRIDGE__HTTP__BODY_TIMEOUT".into(), "60s".into()));
+    let setting = |key: &str, default: usize| {
+        from_manifest
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(default, |(_, v)| v.parse().expect("a number"))
+    };
+    let max_in_flight = setting("FASTPIX_BRIDGE__HTTP__MAX_IN_FLIGHT", 256);
+    let max_body = setting("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", 1 << 20);
+    let bridge = BridgeProcess::start(&env);
+    bridge.wait_ready().await;
+    let pid = bridge.pid().expect("bridge running");
+
+    // Just under the limit the bridge applies (the test server's
+    // max_payload is 1 MiB, so a 1 MiB limit is lowered by 4 KiB).
+    let body = max_body.min(1 << 20) - 8 * 1024;
+    let flood_size = 4 * max_in_flight;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut flood = Vec::new();
+    for _ in 0..flood_size {
+        let (tx, port) = (tx.clone(), bridge.addr.port());
+        flood.push(tokio::spawn(async move {
+            let answer = never_finishing_post_of(port, body).await;
+            let _ = tx.send(answer);
+        }));
+    }
+    // Every request beyond the admitted ones is refused (at once or after
+    // the queue timeout), while the admitted ones hold their bodies.
+    let mut peak = 0;
+    for n in 0..flood_size - max_in_flight {
+        let answer = tokio::time::timeout(Duration::from_secs(50), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {n} refusals"))
+            .expect("flood task");
+        let answer = answer.expect("an answer").expect("an answer");
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        peak = peak.max(peak_rss_kib(pid));
+    }
+    // The admitted bodies are all in by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    peak = peak.max(peak_rss_kib(pid));
+    for task in &flood {
+        task.abort();
+    }
+    assert!(
+        peak < limit_kib,
+        "peak RSS {peak} KiB is above the manifest's limit of {limit_kib} KiB"
+    );
+    eprintln!(
+        "manifest flood: {flood_size} never-ending {body}-byte requests, max_in_flight \
+         {max_in_flight}: peak RSS {peak} KiB of a {limit_kib} KiB limit"
     );
 }

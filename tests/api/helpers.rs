@@ -1,11 +1,13 @@
-//! Test harness: a real `nats-server` (JetStream on) per test on a free port
-//! with its own store directory, and the bridge served on port 0.
+//! Test harness: a real `nats-server` (JetStream on) per test with its own
+//! store directory, and the bridge on loopback port 0, in process
+//! ([`TestApp`]) or as the binary ([`BridgeProcess`]); both report the
+//! addresses they really got.
 
-#![allow(dead_code)]
-
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -96,7 +98,11 @@ pub fn external_tool(var: &str) -> Option<PathBuf> {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, for what must be told its
+/// port before it starts (a nats-server cluster's routes, Prometheus) and
+/// for addresses where nothing should answer. Another process may take it
+/// before it is used: never for the bridge, which binds port 0 and reports
+/// the address it got ([`TestApp`], [`BridgeProcess`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -133,12 +139,20 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 /// A nats-server process with JetStream on, killed when dropped.
+///
+/// It first binds port 0 (`-p -1`) and reports the port it got in its
+/// ports file (`--ports_file_dir`), so no other process can take the port
+/// in between. A restart, or [`NatsServer::start_on_port`], must bind a
+/// known port: a clash there is retried for a while.
 pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     store: tempfile::TempDir,
     extra_args: Vec<String>,
 }
+
+/// How long a fixed port that is in use is retried.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 
 impl NatsServer {
     pub fn start() -> Self {
@@ -147,86 +161,128 @@ impl NatsServer {
 
     /// Starts on a given port (to bring a server up where a bridge already points).
     pub fn start_on_port(port: u16) -> Self {
-        let mut server = NatsServer {
-            child: None,
-            port,
-            store: tempfile::tempdir().expect("store dir"),
-            extra_args: Vec::new(),
-        };
+        let mut server = Self::new(Vec::new());
+        server.port = port;
         server.launch();
         server
     }
 
     /// Starts with extra command-line arguments (`--max_payload`, `-c FILE`, …).
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            store: tempfile::tempdir().expect("store dir"),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
+        let mut server = Self::new(extra_args.iter().map(|s| s.to_string()).collect());
         server.launch();
         server
-    }
-
-    fn launch(&mut self) {
-        let log =
-            std::fs::File::create(self.store.path().join("nats-server.log")).expect("log file");
-        let child = Command::new(nats_server_bin())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
-                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
-                    .unwrap_or_default();
-                panic!(
-                    "nats-server did not start on port {} ({exited:?}):\n{log}",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Starts with a configuration file holding `config` (NATS config syntax),
     /// written inside the server's own store directory.
     pub fn start_with_config(config: &str) -> Self {
-        let store = tempfile::tempdir().expect("store dir");
-        let path = store.path().join("nats.conf");
+        let mut server = Self::new(Vec::new());
+        let path = server.store.path().join("nats.conf");
         std::fs::write(&path, config).expect("write nats.conf");
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            store,
-            extra_args: vec!["-c".to_owned(), path.to_string_lossy().into_owned()],
-        };
+        server.extra_args = vec!["-c".to_owned(), path.to_string_lossy().into_owned()];
         server.launch();
         server
     }
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+
+    fn new(extra_args: Vec<String>) -> Self {
+        NatsServer {
+            child: None,
+            port: 0,
+            store: tempfile::tempdir().expect("store dir"),
+            extra_args,
+        }
     }
 
-    pub fn store_dir(&self) -> &Path {
-        self.store.path()
+    fn log_path(&self) -> PathBuf {
+        self.store.path().join("nats-server.log")
+    }
+
+    fn ports_dir(&self) -> PathBuf {
+        self.store.path().join("ports")
+    }
+
+    /// Starts the process on `self.port` (0: any) and returns once it accepts
+    /// connections, retrying a fixed port that is in use.
+    fn launch(&mut self) {
+        let started = Instant::now();
+        loop {
+            match self.try_launch() {
+                Ok(port) => {
+                    self.port = port;
+                    return;
+                }
+                Err(log) => {
+                    let clash = self.port != 0 && log.contains("address already in use");
+                    assert!(
+                        clash && started.elapsed() < BIND_RETRY_FOR,
+                        "nats-server did not start on port {}:\n{log}",
+                        self.port
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// One attempt: the port it listens on, or its log when it exited or
+    /// did not come up.
+    fn try_launch(&mut self) -> Result<u16, String> {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let _ = std::fs::remove_dir_all(self.ports_dir());
+        std::fs::create_dir_all(self.ports_dir()).expect("ports dir");
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(self.ports_dir())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        let pid = child.id();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(port) = self.reported_port(pid)
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return Ok(port);
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
+                self.stop();
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return Err(format!("({exited:?}) {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The client port in the ports file of process `pid`, once written:
+    /// `{"nats":["nats://127.0.0.1:PORT"],…}`.
+    fn reported_port(&self, pid: u32) -> Option<u16> {
+        let suffix = format!("_{pid}.ports");
+        let file = std::fs::read_dir(self.ports_dir())
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))?;
+        let ports: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
+        ports["nats"][0].as_str()?.rsplit_once(':')?.1.parse().ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server; the store is kept for [`NatsServer::restart`].
@@ -278,17 +334,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.thaw();
         self.stop();
-    }
-}
-
-pub fn wait_for_port(port: u16, limit: Duration) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < limit,
-            "nothing listening on port {port} after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -350,6 +395,28 @@ impl TestApp {
         }
     }
 
+    /// Starts a bridge with `settings` exactly as given (named webhooks,
+    /// secrets files), without the single-webhook defaults of `spawn_with`.
+    pub async fn spawn_settings(settings: Settings) -> Self {
+        init_logs();
+        let app = Application::build(settings.clone())
+            .await
+            .expect("bridge starts");
+        let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            admin_addr,
+            http: reqwest::Client::new(),
+            settings,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -371,7 +438,7 @@ impl TestApp {
     }
 
     pub fn webhook_url(&self) -> String {
-        self.url(&self.settings.webhook.path)
+        self.url(&self.settings.webhooks[0].path)
     }
 
     /// POSTs `body` signed with the test secret.
@@ -437,6 +504,16 @@ impl StoredMessage {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// A header's value as sent to the bridge: percent-decoded (the bridge
+    /// writes every value as the CloudEvents NATS binding does).
+    pub fn decoded_header(&self, name: &str) -> Option<String> {
+        let raw = self.header(name)?;
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .unwrap_or_else(|e| panic!("{name}: {raw:?} does not decode: {e}"));
+        Some(decoded.into_owned())
+    }
 }
 
 /// Every message in `stream`, in order, read directly by sequence.
@@ -489,42 +566,69 @@ where
     }
 }
 
-/// The real bridge binary, run as a child process with the given environment.
+/// The real `fastpix-nats-bridge serve`, run as a child process: both
+/// listeners on loopback port 0, their addresses read from its startup log
+/// lines; stderr collected line by line; killed when dropped.
 pub struct BridgeProcess {
     child: Option<Child>,
-    pub port: u16,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
 }
 
 impl BridgeProcess {
-    /// Starts `fastpix-nats-bridge serve` on `port` with `env` (plus the
-    /// listen address) and waits until `/healthz` answers.
-    pub fn start(port: u16, env: &[(String, String)]) -> Self {
-        let dir = tempfile::tempdir().expect("log dir");
-        let log = dir.path().join("bridge.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+    /// Starts the binary with only `env` (plus `PATH`) in its environment,
+    /// JSON logs unless `env` says otherwise, and returns once both
+    /// listeners are bound. The log must keep the `info` startup lines
+    /// (a `RUST_LOG` that hides them fails the start).
+    pub fn start<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)]) -> Self {
+        Self::launch(SocketAddr::from(([127, 0, 0, 1], 0)), env)
+    }
+
+    /// As [`BridgeProcess::start`], with the public listener on `addr`: a
+    /// bridge restarted where its predecessor listened.
+    pub fn start_on<K: AsRef<OsStr>, V: AsRef<OsStr>>(addr: SocketAddr, env: &[(K, V)]) -> Self {
+        Self::launch(addr, env)
+    }
+
+    fn launch<K: AsRef<OsStr>, V: AsRef<OsStr>>(listen: SocketAddr, env: &[(K, V)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            // Many bridges run at once: no fixed admin port unless a test sets one.
+            .env("FASTPIX_BRIDGE__LOG__FORMAT", "json")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("FASTPIX_BRIDGE__HTTP__LISTEN", listen.to_string())
             .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("FASTPIX_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(file)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the bridge binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
         let mut bridge = BridgeProcess {
             child: Some(child),
-            port,
-            log,
-            _dir: dir,
+            lines,
+            addr: listen,
+            admin_addr: listen,
         };
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let (addr, admin_addr) = loop {
+            let log = bridge.raw_lines();
+            let addr = logged_addr(&log, "listening for FastPix webhooks");
+            let admin = logged_addr(&log, "admin listening");
+            if let (Some(addr), Some(admin)) = (addr, admin) {
+                break (addr, admin);
+            }
             let exited = bridge
                 .child
                 .as_mut()
@@ -532,23 +636,77 @@ impl BridgeProcess {
             assert!(
                 exited.is_none() && start.elapsed() < Duration::from_secs(30),
                 "bridge did not start ({exited:?}):\n{}",
-                bridge.log_text()
+                log.join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        bridge.addr = addr;
+        bridge.admin_addr = admin_addr;
         bridge
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// Waits until `/readyz` answers 200 (connected, stream in place),
+    /// failing the test with the log when that takes over 30 s.
+    pub async fn wait_ready(&self) {
+        let readyz = self.admin_url("/readyz");
+        let ready = eventually(Duration::from_secs(30), || async {
+            reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "bridge not ready after 30s:\n{}", self.log_text());
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Every stderr line so far, as written.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The log so far, one text.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.raw_lines().join("\n")
+    }
+
+    /// Every stderr line so far that parsed as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for a JSON log line matching `pred`, failing the test with the
+    /// log so far when none comes within `limit`.
+    pub fn wait_for_line(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.json_lines().into_iter().find(|l| pred(l)) {
+                return found;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no matching log line within {limit:?}; log so far:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM.
@@ -591,6 +749,28 @@ impl Drop for BridgeProcess {
     }
 }
 
+/// The `addr` of the first log line whose message starts with `message`,
+/// in either log format: JSON (`"addr":"…"`) or text (`… addr=… …`).
+fn logged_addr(lines: &[String], message: &str) -> Option<SocketAddr> {
+    lines.iter().find_map(|line| {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+            let matches = json["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message));
+            return if matches {
+                json["addr"].as_str()?.parse().ok()
+            } else {
+                None
+            };
+        }
+        let (_, fields) = line.split_once(message)?;
+        let value = fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("addr="))?;
+        value.parse().ok()
+    })
+}
+
 /// The environment a bridge process needs to talk to `nats` with the test secret.
 pub fn bridge_env(nats: &NatsServer) -> Vec<(String, String)> {
     vec![
@@ -600,6 +780,13 @@ pub fn bridge_env(nats: &NatsServer) -> Vec<(String, String)> {
             SECRET.into(),
         ),
     ]
+}
+
+/// [`bridge_env`] plus `extra` (`RUST_LOG`, `FASTPIX_BRIDGE__…`).
+pub fn bridge_env_with(nats: &NatsServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = bridge_env(nats);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
 }
 
 /// An HTTP answer as read off a raw socket.
@@ -700,119 +887,5 @@ impl Scrape {
     pub fn get(&self, series: &str) -> f64 {
         self.value(series)
             .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.0))
-    }
-}
-
-/// The real `fastpix-nats-bridge` binary on loopback port 0 (both listeners),
-/// its JSON logs on stderr collected line by line; killed when dropped.
-pub struct LoggedBridge {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    pub addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-}
-
-impl LoggedBridge {
-    /// Starts the binary on loopback port 0 (both listeners) with the test
-    /// secret, JSON logs, `RUST_LOG` as given (unset when `None`) and the
-    /// extra `FASTPIX_BRIDGE__…` variables; returns once both listeners are up.
-    pub fn start(nats_url: &str, rust_log: Option<&str>, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"));
-        cmd.env_remove("RUST_LOG")
-            .env("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.1:0")
-            .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
-            .env("FASTPIX_BRIDGE__NATS__URL", nats_url)
-            .env("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)
-            .env("FASTPIX_BRIDGE__LOG__FORMAT", "json")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let mut child = cmd.spawn().expect("start the bridge binary");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut process = LoggedBridge {
-            child,
-            lines,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let addr_of = |process: &LoggedBridge, message: &str| -> SocketAddr {
-            let line = process.wait_for_line(Duration::from_secs(20), |l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            });
-            line["addr"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no addr in {line}"))
-        };
-        process.addr = addr_of(&process, "listening for FastPix webhooks");
-        process.admin_addr = addr_of(&process, "admin listening");
-        process
-    }
-
-    /// Every stderr line so far that parsed as JSON.
-    pub fn json_lines(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Every stderr line so far, as written.
-    pub fn raw_lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for a JSON log line matching `pred`, failing the test with the
-    /// log so far when none comes within `limit`.
-    pub fn wait_for_line(
-        &self,
-        limit: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let start = Instant::now();
-        loop {
-            if let Some(found) = self.json_lines().into_iter().find(|l| pred(l)) {
-                return found;
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "no matching log line within {limit:?}; log so far:\n{}",
-                    self.raw_lines().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.admin_addr, path)
-    }
-}
-
-impl Drop for LoggedBridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -20,7 +20,10 @@ async fn post_signed(url: &str, body: &str, traceparent: Option<&str>) -> u16 {
 #[tokio::test]
 async fn json_logs_carry_the_request_span_and_the_trace_reaches_the_message() {
     let nats = NatsServer::start();
-    let bridge = LoggedBridge::start(&nats.url(), Some("fastpix_nats_bridge=debug"), &[]);
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
+        &[("RUST_LOG", "fastpix_nats_bridge=debug")],
+    ));
     let url = bridge.url("/webhooks/fastpix");
     let body = event_body("video.live_stream.active", "traced-1");
     assert_eq!(post_signed(&url, &body, Some(TRACEPARENT)).await, 200);
@@ -57,7 +60,7 @@ async fn json_logs_carry_the_request_span_and_the_trace_reaches_the_message() {
 #[tokio::test]
 async fn at_the_default_level_only_requests_that_were_not_published_are_logged() {
     let mut nats = NatsServer::start();
-    let bridge = LoggedBridge::start(&nats.url(), None, &[]);
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     let url = bridge.url("/webhooks/fastpix");
     for i in 0..20 {
         let body = event_body("video.media.ready", &format!("quiet-{i}"));
@@ -102,18 +105,14 @@ async fn at_the_default_level_only_requests_that_were_not_published_are_logged()
 #[tokio::test]
 async fn the_binary_serves_metrics_and_probes_on_the_admin_port_only() {
     let nats = NatsServer::start();
-    let bridge = LoggedBridge::start(&nats.url(), None, &[]);
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     assert_ne!(bridge.addr.port(), bridge.admin_addr.port());
     let http = reqwest::Client::new();
     let get = |url: String| {
         let http = http.clone();
         async move { http.get(url).send().await.expect("bridge answers") }
     };
-    let ready = eventually(Duration::from_secs(10), || async {
-        get(bridge.admin_url("/readyz")).await.status() == 200
-    })
-    .await;
-    assert!(ready);
+    bridge.wait_ready().await;
     assert_eq!(get(bridge.admin_url("/healthz")).await.status(), 200);
     let resp = get(bridge.admin_url("/metrics")).await;
     assert_eq!(resp.status(), 200);
@@ -125,7 +124,7 @@ async fn the_binary_serves_metrics_and_probes_on_the_admin_port_only() {
     );
     let text = resp.text().await.unwrap();
     assert!(
-        text.contains("fastpix_bridge_requests_total{outcome=\"published\"} 0"),
+        text.contains("fastpix_bridge_requests_total{webhook=\"default\",outcome=\"published\"} 0"),
         "{text}"
     );
     assert_eq!(get(bridge.url("/metrics")).await.status(), 404);

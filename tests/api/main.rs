@@ -3,7 +3,9 @@
 //! `fuzz`, the fuzz target's checks on a fixed corpus. All modules build into
 //! one test binary.
 
+mod admin;
 mod browser;
+mod bursts;
 mod cluster;
 mod compose_stack;
 mod consumers;
@@ -12,12 +14,16 @@ mod deploy_files;
 mod edge;
 mod faults;
 mod fuzz;
+mod headers;
 mod helpers;
 mod inspector;
 mod logs;
 mod metrics;
 mod observability;
+mod polyglot;
 mod process;
 mod security;
 mod sender;
 mod webhook;
+mod webhooks;
+mod worker;

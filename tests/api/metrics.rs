@@ -7,11 +7,11 @@ use std::time::Duration;
 use crate::helpers::*;
 
 fn requests(outcome: &str) -> String {
-    format!("fastpix_bridge_requests_total{{outcome=\"{outcome}\"}}")
+    format!("fastpix_bridge_requests_total{{webhook=\"default\",outcome=\"{outcome}\"}}")
 }
 
 fn events(family: &str) -> String {
-    format!("fastpix_bridge_events_published_total{{family=\"{family}\"}}")
+    format!("fastpix_bridge_events_published_total{{webhook=\"default\",family=\"{family}\"}}")
 }
 
 #[tokio::test]
@@ -101,11 +101,12 @@ async fn metrics_count_known_traffic_by_outcome_and_family() {
     }
     let answered = published + 1 + 1 + 1 + 2 + 1 + 1;
     assert_eq!(
-        after.get("fastpix_bridge_request_duration_seconds_count"),
+        after.get("fastpix_bridge_request_duration_seconds_count{webhook=\"default\"}"),
         answered as f64
     );
     assert_eq!(
-        after.get("fastpix_bridge_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        after
+            .get("fastpix_bridge_request_duration_seconds_bucket{webhook=\"default\",le=\"+Inf\"}"),
         answered as f64
     );
     // Acknowledged publishes: the events, the duplicate, the kept invalid body.

@@ -594,14 +594,13 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
         return;
     };
     let mut nats = NatsServer::start();
-    let bridge = LoggedBridge::start(
-        &nats.url(),
-        None,
+    let bridge = BridgeProcess::start(&bridge_env_with(
+        &nats,
         &[
             ("FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES", "2048"),
             ("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s"),
         ],
-    );
+    ));
     let prometheus = Prometheus::start(&bin, bridge.admin_addr);
     let up = eventually(Duration::from_secs(60), || async {
         prometheus.ready().await

@@ -8,7 +8,8 @@ use crate::sender::{assert_each_stored_exactly_once, send_with_retries};
 #[tokio::test]
 async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
     let nats = NatsServer::start();
-    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let mut bridge = BridgeProcess::start(&bridge_env(&nats));
+    bridge.wait_ready().await;
     let url = bridge.url("/webhooks/fastpix");
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
@@ -29,17 +30,26 @@ async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
             (i, status)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // SIGTERM once events are being stored, so it lands among requests in
+    // flight however slow the machine.
+    let client = nats.client().await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !stream_messages(&client, "FASTPIX").await.is_empty()
+        })
+        .await,
+        "no event stored:\n{}",
+        bridge.log_text()
+    );
     bridge.terminate();
     let code = bridge.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "exit code; log:\n{}", bridge.log_text());
 
-    let stored: std::collections::HashSet<String> =
-        stream_messages(&nats.client().await, "FASTPIX")
-            .await
-            .iter()
-            .filter_map(|m| m.header("Nats-Msg-Id").map(str::to_owned))
-            .collect();
+    let stored: std::collections::HashSet<String> = stream_messages(&client, "FASTPIX")
+        .await
+        .iter()
+        .filter_map(|m| m.header("Nats-Msg-Id").map(str::to_owned))
+        .collect();
     let mut answered = 0;
     for t in tasks {
         let (i, status) = t.await.unwrap();
@@ -61,15 +71,8 @@ async fn sigterm_during_requests_exits_0_and_every_2xx_event_is_stored() {
 #[tokio::test]
 async fn sigint_also_stops_cleanly() {
     let nats = NatsServer::start();
-    let mut bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            reqwest::get(bridge.url("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await
-    );
+    let mut bridge = BridgeProcess::start(&bridge_env(&nats));
+    bridge.wait_ready().await;
     let pid = bridge_pid(&bridge);
     std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -117,7 +120,7 @@ async fn bad_settings_stop_the_process_with_the_setting_named() {
 #[tokio::test]
 async fn a_retrying_sender_gets_every_event_stored_exactly_once() {
     let nats = NatsServer::start();
-    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     let report = send_with_retries(
         &bridge.url("/webhooks/fastpix"),
         4,
@@ -144,7 +147,7 @@ fn healthcheck(url: &str) -> (Option<i32>, String) {
 #[tokio::test]
 async fn the_healthcheck_command_follows_readiness() {
     let mut nats = NatsServer::start();
-    let bridge = BridgeProcess::start(free_port(), &bridge_env(&nats));
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
     let readyz = bridge.url("/readyz");
     assert!(
         eventually(Duration::from_secs(20), || async {

@@ -235,7 +235,7 @@ async fn full_run_log(format: &str, auth: &str) -> String {
         ("RUST_LOG".to_owned(), "debug".to_owned()),
     ];
     env.extend(creds.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut bridge = BridgeProcess::start(free_port(), &env);
+    let mut bridge = BridgeProcess::start(&env);
     let url = bridge.url("/webhooks/fastpix");
     let http = reqwest::Client::new();
     let post = |body: String, sig: Option<String>| {
@@ -245,16 +245,7 @@ async fn full_run_log(format: &str, auth: &str) -> String {
         }
         async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
     };
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            reqwest::get(bridge.url("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await,
-        "{}",
-        bridge.log_text()
-    );
+    bridge.wait_ready().await;
     let ev = |id: &str| event_body("video.media.ready", id);
     assert_eq!(
         post(ev("l1"), Some(sign(SECRET, ev("l1").as_bytes()))).await,
