@@ -31,7 +31,7 @@ impl Stored {
         self.headers
             .as_ref()
             .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
+            .map(|v| decoded(v.as_str()))
     }
 
     fn from_message(m: &jetstream::Message) -> Option<Self> {
@@ -301,4 +301,12 @@ impl Reader {
 /// asked to apply.
 pub fn filter_matches(filters: &[SubjectFilter], subject: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| f.matches(subject))
+}
+
+/// A header value as the event had it: the bridge percent-encodes every
+/// value (docs/delivery.md); one that does not decode is shown as stored.
+pub(crate) fn decoded(value: &str) -> String {
+    crate::nats::headers::decode_value(value)
+        .map(std::borrow::Cow::into_owned)
+        .unwrap_or_else(|| value.to_owned())
 }

@@ -171,7 +171,9 @@ async fn beyond_max_queued_the_answer_is_503_at_once() {
     assert_eq!(first.await.unwrap().0, 200);
     assert_eq!(second.await.unwrap().0, 200);
     let s = app.scrape().await;
-    assert!(s.get("fastpix_bridge_requests_total{outcome=\"overloaded\"}") >= 1.0);
+    assert!(
+        s.get("fastpix_bridge_requests_total{webhook=\"default\",outcome=\"overloaded\"}") >= 1.0
+    );
 }
 
 #[tokio::test]
