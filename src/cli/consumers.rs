@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use async_nats::jetstream;
 
 use crate::cli::templates::created_at;
-use crate::consumer::{self, Patience};
+use crate::consumer;
 use crate::settings::{Settings, env_name};
 
 #[derive(Debug, clap::Args)]
@@ -25,22 +25,9 @@ pub async fn run(args: ConsumersArgs, settings: &Settings) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let client = match consumer::connect(
-        &settings.nats,
-        "fastpix-nats-bridge consumers",
-        Patience::FailFast,
-    )
-    .await
-    {
+    let client = match super::connect_or_report(settings, "fastpix-nats-bridge consumers").await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "error: cannot reach NATS at {} (setting `nats.url`, {}): {e}",
-                settings.nats.url.join(", "),
-                env_name("nats.url")
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let js = jetstream::new(client.clone());
     let stream = settings.jetstream.stream.as_str();

@@ -7,7 +7,7 @@ use async_nats::jetstream;
 
 use crate::cli::templates::created_at;
 use crate::consumer::dead_letters::{self, DeadLetter, Which};
-use crate::consumer::{self, BindError, Patience, headers};
+use crate::consumer::{BindError, headers};
 use crate::settings::{Settings, env_name};
 
 #[derive(Debug, clap::Subcommand)]
@@ -45,22 +45,10 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let client = match consumer::connect(
-        &settings.nats,
-        "fastpix-nats-bridge dead-letters",
-        Patience::FailFast,
-    )
-    .await
+    let client = match super::connect_or_report(settings, "fastpix-nats-bridge dead-letters").await
     {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "error: cannot reach NATS at {} (setting `nats.url`, {}): {e}",
-                settings.nats.url.join(", "),
-                env_name("nats.url")
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let js = jetstream::new(client.clone());
     // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one whose dead letters these are.

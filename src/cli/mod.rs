@@ -163,3 +163,21 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     }
 }
+
+/// Connects a client command to NATS at once, or says why not (naming the
+/// setting) and gives the exit code for it: 1, as for any NATS failure.
+pub(crate) async fn connect_or_report(
+    settings: &Settings,
+    name: &str,
+) -> Result<async_nats::Client, ExitCode> {
+    crate::consumer::connect(&settings.nats, name, crate::consumer::Patience::FailFast)
+        .await
+        .map_err(|e| {
+            eprintln!(
+                "error: cannot reach NATS at {} (setting `nats.url`, {}): {e}",
+                settings.nats.url.join(", "),
+                crate::settings::env_name("nats.url")
+            );
+            ExitCode::FAILURE
+        })
+}

@@ -20,9 +20,7 @@ use time::OffsetDateTime;
 
 use crate::bridge::startup::shutdown_signal;
 use crate::cli::templates::created_at;
-use crate::consumer::{
-    self, BindError, Bound, Event, Family, Patience, Start, SubjectFilter, headers,
-};
+use crate::consumer::{self, BindError, Bound, Event, Family, Start, SubjectFilter, headers};
 use crate::fastpix::subject::SubjectPrefix;
 use crate::settings::{Settings, env_name};
 
@@ -349,22 +347,9 @@ pub async fn run(args: SubscribeArgs, settings: &Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match consumer::connect(
-        &settings.nats,
-        "fastpix-nats-bridge subscribe",
-        Patience::FailFast,
-    )
-    .await
-    {
+    let client = match super::connect_or_report(settings, "fastpix-nats-bridge subscribe").await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "error: cannot reach NATS at {} (setting `nats.url`, {}): {e}",
-                settings.nats.url.join(", "),
-                env_name("nats.url")
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let source = match open(&client, &webhook.stream, &filters, &mode, args.count).await {
         Ok(s) => s,

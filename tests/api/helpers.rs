@@ -23,6 +23,11 @@ pub const SECRET: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
 pub const SECRET_2: &str = "c2Vjb25kLXNpZ25pbmctc2VjcmV0LWFiY2RlZg==";
 
 /// Every event type the seed page lists, spelled as it spells them.
+///
+/// Kept here on purpose, as the specification, independent of
+/// `fastpix::catalog`: the black-box tests check the bridge against the page,
+/// not against the crate's own list, and `catalog_matches_the_seed_page`
+/// fails when the two drift.
 pub const SEED_TYPES: &[&str] = &[
     "video.media.created",
     "video.media.ready",
@@ -888,4 +893,13 @@ impl Scrape {
         self.value(series)
             .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.0))
     }
+}
+
+#[test]
+fn catalog_matches_the_seed_page() {
+    let mut catalog: Vec<&str> = fastpix_nats_bridge::fastpix::catalog::seed_types().collect();
+    let mut page = SEED_TYPES.to_vec();
+    catalog.sort_unstable();
+    page.sort_unstable();
+    assert_eq!(catalog, page);
 }
