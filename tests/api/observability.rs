@@ -44,10 +44,9 @@ pub const LIVE_METRICS: &[(&str, &[&str])] = &[
 ];
 
 /// Named by the consumer alerts and panels, exported by the `inspect`
-/// command (its own admin port, `inspect.admin_listen`), which this tree
-/// does not have yet. When it lands, move each into [`LIVE_METRICS`] with
-/// its labels (`stream`, `consumer`) and have the live test scrape an
-/// inspector too.
+/// command on its own admin port (`inspect.admin_listen`), which the live
+/// test does not start yet. Once it scrapes an inspector too, move each into
+/// [`LIVE_METRICS`] with its labels (`stream`, `consumer`).
 pub const AWAITING_EXPORTER: &[&str] = &[
     "fastpix_consumer_pending",
     "fastpix_consumer_ack_pending",
