@@ -452,22 +452,6 @@ mod tests {
     }
 
     #[test]
-    fn sdk_types_fall_into_the_expected_family() {
-        for (t, family) in [
-            ("video.media.track.ready", Some(Family::Media)),
-            ("video.media.mp4Support.ready", Some(Family::Media)),
-            (
-                "video.live_stream.simulcast_target.updated",
-                Some(Family::Simulcast),
-            ),
-            ("video.mediaAI.summary.ready", None),
-            ("", None),
-        ] {
-            assert_eq!(Family::of_type(t), family, "{t}");
-        }
-    }
-
-    #[test]
     fn family_filters_follow_the_prefix_and_names_read_back() {
         let acme = SubjectPrefix::new("acme.fastpix").unwrap();
         let filters: Vec<String> = Family::LiveStream

@@ -234,6 +234,7 @@ mod tests {
                 Some(Family::Simulcast),
             ),
             ("video.mediaAI.summary.ready", None),
+            ("", None),
         ] {
             assert_eq!(Family::of_type(t), family, "{t}");
         }
