@@ -490,7 +490,7 @@ async fn dead_letters(
     Json(json!({
         "invalid": invalid,
         "consumer": consumer,
-        "dead_letter_stream": exists.then_some(consumers::DEAD_LETTER_STREAM),
+        "dead_letter_stream": exists.then_some(&shared.dead_letters.stream),
     }))
     .into_response()
 }
@@ -500,7 +500,7 @@ async fn consumer_list(State(shared): St) -> Response {
         Ok(l) => l,
         Err(e) => return internal(e),
     };
-    let dead = consumers::dead_letter_counts(&shared.js).await;
+    let dead = consumers::dead_letter_counts(&shared.js, &shared.dead_letters).await;
     Json(json!({ "stream": shared.events.name, "consumers": list, "dead_letters": dead }))
         .into_response()
 }
@@ -699,7 +699,7 @@ async fn metrics(State(shared): St) -> Response {
     let list = consumers::list(&shared.js, &shared.events.name, &shared.history)
         .await
         .unwrap_or_default();
-    let dead = consumers::dead_letter_counts(&shared.js).await;
+    let dead = consumers::dead_letter_counts(&shared.js, &shared.dead_letters).await;
     let mut text = consumers::render_metrics(&shared.events.name, &list, &dead);
     text.push_str(&format!(
         "# HELP fastpix_inspector_ready 1 while the inspector can answer (NATS connected, index open).\n# TYPE fastpix_inspector_ready gauge\nfastpix_inspector_ready {}\n",

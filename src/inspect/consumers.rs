@@ -11,11 +11,10 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::consumer::dead_letters;
+use crate::fastpix::subject::SubjectPrefix;
 use crate::inspect::query::rfc3339;
 
-/// Stream the consumers' dead letters go to, one subject per consumer.
-pub const DEAD_LETTER_STREAM: &str = "FASTPIX_DEAD_LETTERS";
-pub const DEAD_LETTER_SUBJECT_PREFIX: &str = "fastpix_dead_letters";
 /// How often pending counts are sampled, and how long they are kept.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 const KEEP_SAMPLES: usize = 120;
@@ -107,18 +106,40 @@ pub async fn list(
     Ok(out)
 }
 
+/// Where the consumer workers of one events stream keep their dead letters
+/// (the workers' own naming, `consumer::dead_letters`).
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    /// `<events stream>_DEAD_LETTERS`.
+    pub stream: String,
+    /// `<prefix>_dead_letters.`, followed by the consumer's name.
+    pub subject_prefix: String,
+}
+
+impl DeadLetters {
+    pub fn of(events_stream: &str, prefix: &SubjectPrefix) -> Self {
+        DeadLetters {
+            stream: dead_letters::dead_letter_stream(events_stream),
+            subject_prefix: dead_letters::dead_letter_subject(prefix, ""),
+        }
+    }
+}
+
 /// Dead letters kept per consumer (empty when the stream does not exist).
-pub async fn dead_letter_counts(js: &jetstream::Context) -> BTreeMap<String, u64> {
+pub async fn dead_letter_counts(
+    js: &jetstream::Context,
+    dead: &DeadLetters,
+) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let Ok(s) = js.get_stream(DEAD_LETTER_STREAM).await else {
+    let Ok(s) = js.get_stream(&dead.stream).await else {
         return out;
     };
-    let filter = format!("{DEAD_LETTER_SUBJECT_PREFIX}.>");
+    let filter = format!("{}>", dead.subject_prefix);
     let Ok(mut info) = s.info_with_subjects(filter).await else {
         return out;
     };
     while let Some(Ok((subject, count))) = info.next().await {
-        if let Some(name) = subject.strip_prefix(&format!("{DEAD_LETTER_SUBJECT_PREFIX}.")) {
+        if let Some(name) = subject.strip_prefix(dead.subject_prefix.as_str()) {
             *out.entry(name.to_owned()).or_default() += count as u64;
         }
     }
@@ -182,7 +203,7 @@ pub fn render_metrics(
             ));
         }
     }
-    out.push_str("# HELP fastpix_dead_letters Messages kept in FASTPIX_DEAD_LETTERS, per consumer.\n# TYPE fastpix_dead_letters gauge\n");
+    out.push_str("# HELP fastpix_dead_letters Messages kept in the dead-letter stream, per consumer.\n# TYPE fastpix_dead_letters gauge\n");
     for (consumer, n) in dead {
         out.push_str(&format!(
             "fastpix_dead_letters{{consumer=\"{}\"}} {n}\n",

@@ -52,6 +52,8 @@ pub struct Shared {
     pub events: query::Reader,
     pub refused: query::Reader,
     pub dead: query::Reader,
+    /// Where the consumer workers keep dead letters (`dead` reads its stream).
+    pub dead_letters: consumers::DeadLetters,
     index: RwLock<Option<index::Index>>,
     index_open: AtomicBool,
     pub live: broadcast::Sender<Arc<str>>,
@@ -128,13 +130,15 @@ impl Inspector {
             .map_err(ConnectError::Connect)?;
         let js = jetstream::new(client.clone());
         let stream = webhook.stream.clone();
+        let dead_letters = consumers::DeadLetters::of(&stream, &webhook.prefix);
         let shared = Arc::new(Shared {
             events: query::Reader::new(js.clone(), stream.clone()),
             refused: query::Reader::new(
                 js.clone(),
                 crate::nats::refused::stream_name(&settings.jetstream),
             ),
-            dead: query::Reader::new(js.clone(), consumers::DEAD_LETTER_STREAM.to_owned()),
+            dead: query::Reader::new(js.clone(), dead_letters.stream.clone()),
+            dead_letters,
             js,
             client,
             prefix: webhook.prefix.clone(),
