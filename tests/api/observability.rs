@@ -20,13 +20,16 @@ use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
 
+use fastpix_nats_bridge::consumer::{Delivery, Outcome as ConsumerOutcome, SubjectPrefix, Worker};
+
 use crate::deploy::*;
 use crate::helpers::*;
+use crate::inspector::TestInspector;
 
 /// Every metric the live-scrape test requires Prometheus to hold after
 /// scraping a real bridge, with the labels each of its series must carry.
-/// The rules and the dashboard may name only these, [`AWAITING_EXPORTER`]
-/// and their own recorded series.
+/// The rules and the dashboard may name only these and their own recorded
+/// series.
 pub const LIVE_METRICS: &[(&str, &[&str])] = &[
     ("up", &[]),
     ("fastpix_bridge_requests_total", &["outcome"]),
@@ -41,17 +44,13 @@ pub const LIVE_METRICS: &[(&str, &[&str])] = &[
     ("fastpix_bridge_nats_connected", &[]),
     ("fastpix_bridge_ready", &[]),
     ("fastpix_bridge_build_info", &["version"]),
-];
-
-/// Named by the consumer alerts and panels, exported by the `inspect`
-/// command on its own admin port (`inspect.admin_listen`), which the live
-/// test does not start yet. Once it scrapes an inspector too, move each into
-/// [`LIVE_METRICS`] with its labels (`stream`, `consumer`).
-pub const AWAITING_EXPORTER: &[&str] = &[
-    "fastpix_consumer_pending",
-    "fastpix_consumer_ack_pending",
-    "fastpix_consumer_redelivered",
-    "fastpix_dead_letters",
+    // Exported by the inspector on its admin port (`inspect.admin_listen`),
+    // the live test's second scrape job.
+    ("fastpix_consumer_pending", &["stream", "consumer"]),
+    ("fastpix_consumer_ack_pending", &["stream", "consumer"]),
+    ("fastpix_consumer_redelivered", &["stream", "consumer"]),
+    ("fastpix_dead_letters", &["consumer"]),
+    ("fastpix_inspector_ready", &[]),
 ];
 
 const RULES: &str = "deploy/prometheus/rules/fastpix-bridge.rules.yml";
@@ -61,6 +60,8 @@ const PROMETHEUS_RULE: &str = "deploy/kubernetes/monitoring/prometheusrule.yaml"
 /// The job name the compose profile, the ServiceMonitor (the Service's
 /// name) and the FastPixBridgeDown alert give the bridge's scrape.
 const BRIDGE_JOB: &str = "fastpix-nats-bridge";
+/// The compose profile's job name for the inspector's admin port.
+const INSPECTOR_JOB: &str = "inspector";
 
 fn rules_file() -> Value {
     yaml_file(RULES)
@@ -335,8 +336,7 @@ fn the_rules_and_the_dashboard_name_only_metrics_that_are_exported_or_recorded()
                 );
             } else {
                 assert!(
-                    live.contains_key(s.name.as_str())
-                        || AWAITING_EXPORTER.contains(&s.name.as_str()),
+                    live.contains_key(s.name.as_str()),
                     "{what} reads {}, which neither the bridge nor the inspector exports",
                     s.name
                 );
@@ -487,18 +487,24 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// Scrapes `target` every second as job [`BRIDGE_JOB`] and evaluates the
+    /// Scrapes each `(job, target)` every second and evaluates the
     /// repository's rules every second.
-    fn start(bin: &std::path::Path, target: SocketAddr) -> Self {
+    fn start(bin: &std::path::Path, jobs: &[(&str, SocketAddr)]) -> Self {
         let dir = tempfile::tempdir().expect("prometheus dir");
         let rules = repo_path("deploy/prometheus/rules");
+        let scrape: Vec<Value> = jobs
+            .iter()
+            .map(|(job, target)| {
+                serde_json::json!({
+                    "job_name": job,
+                    "static_configs": [{ "targets": [target.to_string()] }],
+                })
+            })
+            .collect();
         let config = serde_json::json!({
             "global": { "scrape_interval": "1s", "evaluation_interval": "1s" },
             "rule_files": [format!("{}/*.yml", rules.display())],
-            "scrape_configs": [{
-                "job_name": BRIDGE_JOB,
-                "static_configs": [{ "targets": [target.to_string()] }],
-            }],
+            "scrape_configs": scrape,
         });
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config.to_string()).expect("write config");
@@ -554,9 +560,9 @@ impl Prometheus {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    /// Every series of `metric` the bridge's job has, as label maps.
+    /// Every series of `metric` scraped from the bridge or the inspector, as label maps.
     async fn series(&self, metric: &str) -> Vec<BTreeMap<String, String>> {
-        let matcher = format!("{{__name__=\"{metric}\", job=\"{BRIDGE_JOB}\"}}");
+        let matcher = format!("{{__name__=\"{metric}\", job=~\"{BRIDGE_JOB}|{INSPECTOR_JOB}\"}}");
         let data = self.api("series", &[("match[]", &matcher)]).await;
         serde_json::from_value(data).expect("series are label maps")
     }
@@ -588,7 +594,8 @@ impl Drop for Prometheus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_and_dashboard_read() {
+async fn a_real_prometheus_scraping_a_real_bridge_and_inspector_sees_every_metric_the_rules_and_dashboard_read()
+ {
     let Some(bin) = external_tool("PROMETHEUS_BIN") else {
         return;
     };
@@ -600,18 +607,23 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
             ("FASTPIX_BRIDGE__NATS__PUBLISH_TIMEOUT", "2s"),
         ],
     ));
-    let prometheus = Prometheus::start(&bin, bridge.admin_addr);
+    // The consumer gauges come from an inspector's admin port, scraped as
+    // the compose profile scrapes it.
+    let inspector = TestInspector::spawn(&nats.url(), None).await;
+    let prometheus = Prometheus::start(
+        &bin,
+        &[
+            (BRIDGE_JOB, bridge.admin_addr),
+            (INSPECTOR_JOB, inspector.admin_addr),
+        ],
+    );
     let up = eventually(Duration::from_secs(60), || async {
-        prometheus.ready().await
-            && prometheus
-                .value(&format!("up{{job=\"{BRIDGE_JOB}\"}}"))
-                .await
-                == Some(1.0)
+        prometheus.ready().await && prometheus.value("sum(up)").await == Some(2.0)
     })
     .await;
     assert!(
         up,
-        "Prometheus never scraped the bridge:\n{}",
+        "Prometheus never scraped both the bridge and the inspector:\n{}",
         prometheus.log()
     );
 
@@ -652,6 +664,81 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
     })
     .await;
     assert!(scraped, "the refusals never reached Prometheus");
+
+    // A consumer's worker: it handles every event but rejects one, which
+    // becomes its dead letter; a second durable consumer reads nothing, so
+    // its whole backlog is pending.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream("FASTPIX").await.expect("the events stream");
+    let stored = stream.info().await.expect("stream info").state.messages;
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("idle".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("durable consumer");
+    let prefix = SubjectPrefix::default();
+    let billing = Worker::new("FASTPIX", prefix.clone(), "billing", vec![prefix.all()]);
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn({
+        let js = js.clone();
+        async move {
+            billing
+                .run(
+                    &js,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    |d: Delivery| async move {
+                        if d.event_id() == Some("prom-1") {
+                            ConsumerOutcome::reject("no such media")
+                        } else {
+                            ConsumerOutcome::Success
+                        }
+                    },
+                )
+                .await
+        }
+    });
+    let consumers_scraped = eventually(Duration::from_secs(60), || async {
+        prometheus
+            .value("sum(fastpix_dead_letters{consumer=\"billing\"})")
+            .await
+            == Some(1.0)
+            && prometheus
+                .value("sum(fastpix_consumer_pending{consumer=\"idle\"})")
+                .await
+                == Some(stored as f64)
+            && prometheus
+                .value("sum(fastpix_consumer_pending{consumer=\"billing\"})")
+                .await
+                == Some(0.0)
+    })
+    .await;
+    let _ = stop_worker.send(());
+    worker
+        .await
+        .expect("worker task")
+        .expect("the worker stops cleanly");
+    assert!(
+        consumers_scraped,
+        "Prometheus never saw the consumers' state from the inspector: {:?} {:?}\n{}",
+        prometheus.series("fastpix_consumer_pending").await,
+        prometheus.series("fastpix_dead_letters").await,
+        prometheus.log()
+    );
+    // The dead letter raises its alert, through the real series (`for: 1m`:
+    // pending first).
+    let dead_letter_alert = eventually(Duration::from_secs(30), || async {
+        prometheus
+            .active_alerts()
+            .await
+            .get("FastPixDeadLetters")
+            .is_some_and(|states| states.contains("pending"))
+    })
+    .await;
+    assert!(dead_letter_alert, "FastPixDeadLetters never became pending");
 
     // While NATS is up, the alerts about it stay quiet on these real series.
     let healthy = prometheus.active_alerts().await;
@@ -716,6 +803,22 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
         "the bridge is up and scraped: {alerts:?}"
     );
 
+    // NATS comes back on the same port and store: the inspector reads the
+    // consumers again, so their series are live when the queries below run.
+    nats.restart();
+    let back = eventually(Duration::from_secs(60), || async {
+        prometheus
+            .value("sum(fastpix_dead_letters{consumer=\"billing\"})")
+            .await
+            == Some(1.0)
+            && prometheus.value("sum(fastpix_inspector_ready)").await == Some(1.0)
+    })
+    .await;
+    assert!(
+        back,
+        "the inspector's series never came back after NATS did"
+    );
+
     // Every metric the rules and the dashboard may read, with its labels, and
     // every label value they match on among the values scraped.
     let mut seen: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
@@ -723,7 +826,7 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
         let series = prometheus.series(metric).await;
         assert!(
             !series.is_empty(),
-            "Prometheus has no {metric} from the bridge"
+            "Prometheus has no {metric} from the bridge or the inspector"
         );
         for s in &series {
             for label in *labels {
@@ -751,7 +854,7 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
                         series
                             .iter()
                             .any(|s| s.get(label).map(String::as_str) == Some(w)),
-                        "{what} matches {}{{{label}=\"{w}\"}}, which the bridge does not export",
+                        "{what} matches {}{{{label}=\"{w}\"}}, which neither the bridge nor the inspector exports",
                         s.name
                     );
                 }
@@ -772,16 +875,11 @@ async fn a_real_prometheus_scraping_a_real_bridge_sees_every_metric_the_rules_an
     for (what, query) in dashboard_queries() {
         let promql = as_promql(&query);
         let data = prometheus.api("query", &[("query", promql.as_str())]).await;
-        let names = selectors(&promql, &what);
-        if names
-            .iter()
-            .all(|s| !AWAITING_EXPORTER.contains(&s.name.as_str()))
-        {
-            assert!(
-                data["result"].as_array().is_some_and(|r| !r.is_empty()),
-                "{what}: {promql} has no data: {data}"
-            );
-        }
+        assert!(
+            data["result"].as_array().is_some_and(|r| !r.is_empty()),
+            "{what}: {promql} has no data: {data}"
+        );
     }
+    drop(inspector);
     drop(bridge);
 }
