@@ -104,6 +104,13 @@ struct RunArgs {
     /// The bridge binary [default: fastpix-nats-bridge next to this example's folder].
     #[arg(long)]
     bridge: Option<PathBuf>,
+    /// A bridge binary built from another commit, measured in every round
+    /// next to the others: "bridge/floor no lower than before a change".
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// How the results name the baseline (its commit) [default: its path].
+    #[arg(long)]
+    baseline_label: Option<String>,
     /// nats-server binary.
     #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
     nats_server: PathBuf,
@@ -185,21 +192,27 @@ enum Mode {
     Ceiling,
     Floor,
     Bridge,
+    /// The bridge built from another commit (`--baseline`), run the same way.
+    Baseline,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Ceiling, Mode::Floor, Mode::Bridge];
-
     fn name(self) -> &'static str {
         match self {
             Mode::Ceiling => "ceiling",
             Mode::Floor => "floor",
             Mode::Bridge => "bridge",
+            Mode::Baseline => "baseline",
         }
     }
 
     fn stores(self) -> bool {
         self != Mode::Ceiling
+    }
+
+    /// A build of the bridge (this one or the baseline).
+    fn is_bridge(self) -> bool {
+        matches!(self, Mode::Bridge | Mode::Baseline)
     }
 }
 
@@ -245,6 +258,19 @@ struct Plan {
     command: String,
     /// Settings given to the bridge on top of its defaults.
     bridge_env: Vec<(String, String)>,
+    /// `--baseline`: its binary and how to name it.
+    baseline: Option<(PathBuf, String)>,
+}
+
+impl Plan {
+    /// The servers of one round, the baseline last when there is one.
+    fn modes(&self) -> Vec<Mode> {
+        let mut modes = vec![Mode::Ceiling, Mode::Floor, Mode::Bridge];
+        if self.baseline.is_some() {
+            modes.push(Mode::Baseline);
+        }
+        modes
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
@@ -264,6 +290,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
             bridge.display()
         ));
     }
+    if let Some(b) = &args.baseline
+        && !b.is_file()
+    {
+        return Err(format!("baseline binary {} not found", b.display()));
+    }
+    let baseline = args.baseline.map(|b| {
+        let label = args
+            .baseline_label
+            .unwrap_or_else(|| b.display().to_string());
+        (b, label)
+    });
     let plan = Plan {
         duration: args.duration.unwrap_or(if quick { 2.0 } else { 10.0 }),
         warmup: args.warmup.unwrap_or(if quick { 0.0 } else { 1.0 }),
@@ -286,6 +323,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             .command
             .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
         bridge_env: Vec::new(),
+        baseline,
     };
 
     let store = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -297,15 +335,24 @@ async fn run(args: RunArgs) -> Result<(), String> {
     if args.burst {
         return burst(&plan, &nats, &js, store.path(), args.write.as_deref()).await;
     }
+    let modes = plan.modes();
     eprintln!(
-        "==> {} round(s) x (ceiling, floor, bridge): {} connections, {}s warm-up + {}s each",
-        plan.rounds, plan.connections, plan.warmup, plan.duration
+        "==> {} round(s) x ({}): {} connections, {}s warm-up + {}s each",
+        plan.rounds,
+        modes
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.connections,
+        plan.warmup,
+        plan.duration
     );
 
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
-        for i in 0..Mode::ALL.len() {
-            let mode = Mode::ALL[(i + round - 1) % Mode::ALL.len()];
+        for i in 0..modes.len() {
+            let mode = modes[(i + round - 1) % modes.len()];
             let sample = measure(&plan, &nats, &js, store.path(), round, mode).await?;
             eprintln!(
                 "    round {round} {:<7} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  non-2xx {}  errors {}  peak RSS {:.1} MiB  CPU {:.1} µs/req  stored {}",
@@ -382,9 +429,13 @@ async fn measure(
                 .args(["--stream", &stream, "--prefix", &prefix]);
             (c, addr)
         }
-        Mode::Bridge => {
+        Mode::Bridge | Mode::Baseline => {
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let mut c = Command::new(&plan.bridge);
+            let binary = match (&plan.baseline, mode) {
+                (Some((baseline, _)), Mode::Baseline) => baseline,
+                _ => &plan.bridge,
+            };
+            let mut c = Command::new(binary);
             c.env_clear()
                 .env("FASTPIX_BRIDGE__HTTP__LISTEN", &port_s)
                 .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", admin.to_string())
@@ -415,7 +466,7 @@ async fn measure(
         ));
     }
     let pid = server.child.id();
-    let idle_rss_kib = if mode == Mode::Bridge {
+    let idle_rss_kib = if mode.is_bridge() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         Some(proc_status(pid, "VmRSS:").unwrap_or(0))
     } else {
@@ -468,7 +519,7 @@ async fn measure(
     } else {
         None
     };
-    server.stop(mode == Mode::Bridge);
+    server.stop(mode.is_bridge());
     if mode.stores() {
         // Each run starts from an empty server, so rounds stay comparable.
         let _ = js.delete_stream(&stream).await;
@@ -480,7 +531,7 @@ async fn measure(
         stored,
         peak_rss_kib,
         idle_rss_kib,
-        ready_after: (mode == Mode::Bridge).then_some(ready_after),
+        ready_after: mode.is_bridge().then_some(ready_after),
         server_cpu_us,
         nats_cpu_us,
         load_cpu_us,
@@ -794,11 +845,19 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
         out,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
-    for (mode, s) in [
+    let baseline = plan
+        .baseline
+        .as_ref()
+        .map(|_| summarize(samples, Mode::Baseline));
+    let mut rows = vec![
         (Mode::Ceiling, &ceiling),
         (Mode::Floor, &floor),
         (Mode::Bridge, &bridge),
-    ] {
+    ];
+    if let Some(b) = &baseline {
+        rows.push((Mode::Baseline, b));
+    }
+    for (mode, s) in rows {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {} |",
@@ -832,6 +891,32 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
         ratio(bridge.server_cpu_us, floor.server_cpu_us),
         floor.server_cpu_us - ceiling.server_cpu_us,
     );
+    let against_baseline = baseline.as_ref().zip(plan.baseline.as_ref()).map(|(b, (_, label))| {
+        let baseline_floor = ratio(b.rps, floor.rps);
+        // Each round's bridge and baseline ran next to each other, on the
+        // same nats-server: their ratio is steadier than either figure.
+        let paired: Vec<String> = (1..=plan.rounds)
+            .filter_map(|round| {
+                let rps = |mode| {
+                    samples
+                        .iter()
+                        .find(|s| s.round == round && s.mode == mode)
+                        .map(|s| s.load.rps)
+                };
+                Some(format!("{:.2}", ratio(rps(Mode::Bridge)?, rps(Mode::Baseline)?)))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "Baseline: the bridge built from `{label}`, measured in the same rounds. baseline/floor = **{baseline_floor:.3}**, bridge/baseline = **{:.3}** (by round: {}); CPU per request: bridge {:.1} µs, baseline {:.1} µs ({:.2}x).\n",
+            ratio(bridge.rps, b.rps),
+            paired.join(", "),
+            bridge.server_cpu_us,
+            b.server_cpu_us,
+            ratio(bridge.server_cpu_us, b.server_cpu_us),
+        );
+        (label.clone(), baseline_floor)
+    });
 
     if plan.quick {
         let _ = writeln!(
@@ -844,24 +929,24 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
     let _ = writeln!(out, "### Targets\n");
     let _ = writeln!(out, "| target | figure | |");
     let _ = writeln!(out, "|---|---|---|");
-    let rows = [
+    let mut rows = vec![
         (
-            "bridge/floor ≥ 0.9",
+            "bridge/floor ≥ 0.9".to_owned(),
             format!("{bridge_floor:.3}"),
             bridge_floor >= 0.9,
         ),
         (
-            "p99 ≤ 10 ms at 64 connections",
+            "p99 ≤ 10 ms at 64 connections".to_owned(),
             format!("{:.2} ms at {}", bridge.p99, plan.connections),
             bridge.p99 <= 10.0 && plan.connections >= 64,
         ),
         (
-            "zero non-2xx",
+            "zero non-2xx".to_owned(),
             format!("{}", bridge.non_2xx),
             bridge.non_2xx == 0 && bridge.errors == 0,
         ),
         (
-            "stored == acknowledged",
+            "stored == acknowledged".to_owned(),
             if stored_ok {
                 "every run"
             } else {
@@ -871,17 +956,31 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
             stored_ok,
         ),
         (
-            "peak RSS ≤ 48 MiB",
+            "peak RSS ≤ 48 MiB".to_owned(),
             format!("{:.1} MiB", mib(bridge.peak_rss_kib)),
             mib(bridge.peak_rss_kib) <= 48.0,
         ),
-        ("idle RSS ≤ 16 MiB", format!("{idle:.1} MiB"), idle <= 16.0),
         (
-            "start → /readyz 200 ≤ 100 ms",
+            "idle RSS ≤ 16 MiB".to_owned(),
+            format!("{idle:.1} MiB"),
+            idle <= 16.0,
+        ),
+        (
+            "start → /readyz 200 ≤ 100 ms".to_owned(),
             format!("{ready_ms:.1} ms"),
             ready_ms <= 100.0,
         ),
     ];
+    if let Some((label, baseline_floor)) = &against_baseline {
+        rows.insert(
+            1,
+            (
+                format!("bridge/floor ≥ baseline/floor (`{label}`)"),
+                format!("{bridge_floor:.3} vs {baseline_floor:.3}"),
+                bridge_floor >= *baseline_floor,
+            ),
+        );
+    }
     for (target, figure, ok) in rows {
         let _ = writeln!(out, "| {target} | {figure} | {} |", yes(ok));
     }
