@@ -351,8 +351,23 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
-        for i in 0..modes.len() {
-            let mode = modes[(i + round - 1) % modes.len()];
+        // The order rotates every round; with a baseline, it and the bridge
+        // also trade places every other round, so that neither always runs
+        // right after the other (a run can feel its predecessor's stream
+        // being deleted).
+        let mut order: Vec<Mode> = (0..modes.len())
+            .map(|i| modes[(i + round - 1) % modes.len()])
+            .collect();
+        if plan.baseline.is_some() && round % 2 == 0 {
+            for mode in &mut order {
+                *mode = match *mode {
+                    Mode::Bridge => Mode::Baseline,
+                    Mode::Baseline => Mode::Bridge,
+                    other => other,
+                };
+            }
+        }
+        for mode in order {
             let sample = measure(&plan, &nats, &js, store.path(), round, mode).await?;
             eprintln!(
                 "    round {round} {:<7} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  non-2xx {}  errors {}  peak RSS {:.1} MiB  CPU {:.1} µs/req  stored {}",
@@ -1046,7 +1061,12 @@ async fn burst(
     );
     let mut samples: Vec<(usize, Sample)> = Vec::new();
     for round in 1..=plan.rounds {
-        for level in levels {
+        // The order of the levels rotates too, so no level always follows
+        // the same one.
+        let order: Vec<usize> = (0..levels.len())
+            .map(|i| levels[(i + round - 1) % levels.len()])
+            .collect();
+        for level in order {
             let mut at = plan.clone();
             at.connections = bound * level;
             if plan.quick {
@@ -1060,7 +1080,7 @@ async fn burst(
             // Rounds of different levels must not share a stream name.
             let sample = measure(&at, nats, js, dir, round * 10 + level, Mode::Bridge).await?;
             eprintln!(
-                "    round {round} {level}x ({} conn) {:>8.0} stored/s  p50 {:>7.2} ms  p99 {:>7.2} ms  non-2xx {}  errors {}  peak RSS {:.1} MiB  stored {} of {}",
+                "    round {round} {level}x ({} conn) {:>8.0} stored/s  p50 {:>7.2} ms  p99 {:>7.2} ms  non-2xx {}  errors {}  peak RSS {:.1} MiB  CPU µs/req bridge {:.1} nats {:.1} generator {:.1}  stored {} of {}",
                 at.connections,
                 sample.load.stored_rps,
                 sample.load.p50_ms,
@@ -1068,6 +1088,9 @@ async fn burst(
                 sample.load.non_2xx,
                 sample.load.errors,
                 mib(sample.peak_rss_kib),
+                sample.server_cpu_us,
+                sample.nats_cpu_us,
+                sample.load_cpu_us,
                 sample.stored.unwrap_or(0),
                 sample.load.acknowledged,
             );
@@ -1103,6 +1126,9 @@ fn burst_report(
         p50: f64,
         p99: f64,
         rss_mib: f64,
+        bridge_cpu: f64,
+        nats_cpu: f64,
+        load_cpu: f64,
     }
     let at = |level: usize| {
         let of: Vec<&Sample> = samples
@@ -1117,6 +1143,9 @@ fn burst_report(
             p50: median(of.iter().map(|s| s.load.p50_ms).collect()),
             p99: median(of.iter().map(|s| s.load.p99_ms).collect()),
             rss_mib: of.iter().map(|s| mib(s.peak_rss_kib)).fold(0.0, f64::max),
+            bridge_cpu: median(of.iter().map(|s| s.server_cpu_us).collect()),
+            nats_cpu: median(of.iter().map(|s| s.nats_cpu_us).collect()),
+            load_cpu: median(of.iter().map(|s| s.load_cpu_us).collect()),
         }
     };
     let mut out = String::new();
@@ -1152,15 +1181,18 @@ fn burst_report(
     );
     let _ = writeln!(
         out,
-        "| connections | stored events/s | of 1x | non-2xx | errors | p50 ms | p99 ms | peak RSS MiB |"
+        "| connections | stored events/s | of 1x | non-2xx | errors | p50 ms | p99 ms | peak RSS MiB | CPU µs/req: bridge | nats-server | generator |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let base = at(1);
     for &level in levels {
         let l = at(level);
         let _ = writeln!(
             out,
-            "| {} ({level}x) | {:.0} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            "| {} ({level}x) | {:.0} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
             bound * level,
             l.stored,
             if base.stored > 0.0 {
@@ -1172,7 +1204,10 @@ fn burst_report(
             l.errors,
             l.p50,
             l.p99,
-            l.rss_mib
+            l.rss_mib,
+            l.bridge_cpu,
+            l.nats_cpu,
+            l.load_cpu
         );
     }
     if plan.quick {

@@ -34,7 +34,8 @@ pub struct Delivery<'a> {
     pub signature: Option<&'a [u8]>,
     /// W3C trace context to carry into the message, when the sender gave one.
     pub traceparent: Option<&'a str>,
-    pub body: Bytes,
+    /// Borrowed: the caller keeps it for the record of a refusal.
+    pub body: &'a Bytes,
 }
 
 /// True for what FastPix sends when an endpoint is registered: an empty
@@ -58,13 +59,13 @@ pub async fn ingest<S: Sink>(
 ) -> Result<Accepted, WebhookError> {
     let signature = delivery.signature.filter(|s| !s.is_empty());
     match signature {
-        None if is_probe_body(&delivery.body) => return Ok(Accepted::Probe),
+        None if is_probe_body(delivery.body) => return Ok(Accepted::Probe),
         None if !webhook.allow_unsigned => return Err(WebhookError::Unsigned),
         Some(sig) => {
             // One set for the whole check, even if a reload swaps it meanwhile.
             let verifier = webhook.secrets.current();
             // With no secret configured (allow_unsigned), a signature cannot be checked.
-            if !verifier.is_empty() && !verifier.verify(sig, &delivery.body) {
+            if !verifier.is_empty() && !verifier.verify(sig, delivery.body) {
                 return Err(WebhookError::BadSignature);
             }
         }
@@ -75,7 +76,7 @@ pub async fn ingest<S: Sink>(
         Ok(Envelope::Probe) => return Ok(Accepted::Probe),
         Ok(Envelope::Event(fields)) => fields,
         Err(reason) => {
-            keep_invalid(webhook, publisher, &delivery.body, &reason.to_string()).await?;
+            keep_invalid(webhook, publisher, delivery.body, &reason.to_string()).await?;
             return Err(WebhookError::Invalid { reason });
         }
     };
@@ -87,12 +88,12 @@ pub async fn ingest<S: Sink>(
     span.record("subject", subject.as_str());
     let traceparent = delivery.traceparent.filter(|tp| is_traceparent(tp));
     span.record("traceparent", traceparent);
-    let headers = event_headers(webhook, &mut fields, &delivery.body, traceparent);
+    let headers = event_headers(webhook, &mut fields, delivery.body, traceparent);
     let published = publisher
         .publish(Outgoing {
             subject,
             headers,
-            payload: delivery.body,
+            payload: delivery.body.clone(),
         })
         .await;
     match published {

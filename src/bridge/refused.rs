@@ -133,16 +133,18 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn of(request: &axum::extract::Request) -> Self {
-        let headers = request.headers();
+    /// What a refused delivery's request showed; built only once refused,
+    /// so an accepted delivery copies nothing.
+    pub fn of(parts: &axum::http::request::Parts, body: Option<bytes::Bytes>) -> Self {
+        let headers = &parts.headers;
         Seen {
-            remote: request
-                .extensions()
+            remote: parts
+                .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0),
             user_agent: headers.get(axum::http::header::USER_AGENT).cloned(),
             content_length: headers.get(axum::http::header::CONTENT_LENGTH).cloned(),
-            body: None,
+            body,
         }
     }
 }

@@ -130,10 +130,10 @@ async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Reques
         subject = Empty,
         traceparent = Empty
     );
-    let mut seen = Seen::of(&request);
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
-    let result = handle(&state, webhook, &parts, &mut body, &mut seen.body)
+    let mut read = None;
+    let result = handle(&state, webhook, &parts, &mut body, &mut read)
         .instrument(span.clone())
         .await;
     let (outcome, mut response) = span.in_scope(|| match result {
@@ -158,7 +158,9 @@ async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Reques
             if !matches!(e, WebhookError::Unavailable(_)) {
                 tracing::info!(webhook = webhook.name.as_str(), %outcome, error = %e, "delivery refused");
             }
-            state.refusals.refused(&webhook.path, &e, seen);
+            state
+                .refusals
+                .refused(&webhook.path, &e, Seen::of(&parts, read));
             (outcome, e.into_response())
         }
     });
@@ -237,22 +239,24 @@ async fn handle<S: Sink>(
         Err(WebhookError::TooLarge { .. }) if unsigned => return Err(WebhookError::Unsigned),
         other => other?,
     };
-    *read = Some(bytes.clone());
-
     let traceparent = parts
         .headers
         .get(headers::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
-    ingest::ingest(
+    let result = ingest::ingest(
         webhook,
         &state.publisher,
         Delivery {
             signature,
             traceparent,
-            body: bytes,
+            body: &bytes,
         },
     )
-    .await
+    .await;
+    if result.is_err() {
+        *read = Some(bytes);
+    }
+    result
 }
 
 /// Counts a waiting request in [`AppState::queued`] while it lives.

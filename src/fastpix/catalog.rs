@@ -12,7 +12,7 @@
 //! (`video.mediaAI.*`, anything unknown) are in no family, which metrics
 //! count as `other`.
 
-use super::subject::{SubjectFilter, SubjectPrefix, type_matches_pattern};
+use super::subject::{EventType, SubjectFilter, SubjectPrefix, checked_type_matches_pattern};
 
 /// A family of event types, as the FastPix webhook page groups them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,10 +126,12 @@ impl Family {
     /// filters match the subject the type is published on. No allocation,
     /// so the metrics can classify every request.
     pub fn of_type(event_type: &str) -> Option<Family> {
+        // Checked once here rather than once per pattern.
+        EventType::check(event_type).ok()?;
         Family::ALL.into_iter().find(|f| {
             f.patterns()
                 .iter()
-                .any(|p| type_matches_pattern(event_type, p))
+                .any(|p| checked_type_matches_pattern(event_type, p))
         })
     }
 }

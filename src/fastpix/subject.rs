@@ -141,10 +141,17 @@ impl EventType {
         if raw.len() > MAX_TYPE_BYTES {
             return Err(InvalidEventType::TooLong);
         }
-        if raw.split('.').count() > MAX_TYPE_TOKENS {
+        if raw.bytes().filter(|&b| b == b'.').count() >= MAX_TYPE_TOKENS {
             return Err(InvalidEventType::TooManyTokens);
         }
-        if raw.chars().any(char::is_control) {
+        // An ASCII control is one byte; C1 controls (U+0080..U+009F) need
+        // the characters, and only a non-ASCII type can hold them.
+        let control = if raw.is_ascii() {
+            raw.bytes().any(|b| b.is_ascii_control())
+        } else {
+            raw.chars().any(char::is_control)
+        };
+        if control {
             return Err(InvalidEventType::ControlCharacter);
         }
         Ok(())
@@ -208,9 +215,11 @@ fn token_maps_to(token: &str, mapped: &str) -> bool {
 /// calling [`SubjectFilter::matches`], but without allocating: this runs
 /// for every request.
 pub fn type_matches_pattern(event_type: &str, pattern: &str) -> bool {
-    if EventType::check(event_type).is_err() {
-        return false;
-    }
+    EventType::check(event_type).is_ok() && checked_type_matches_pattern(event_type, pattern)
+}
+
+/// [`type_matches_pattern`] for a type [`EventType::check`] has accepted.
+pub(crate) fn checked_type_matches_pattern(event_type: &str, pattern: &str) -> bool {
     let mut wanted = pattern.split('.');
     let mut got = event_type.split('.');
     loop {

@@ -76,6 +76,13 @@ const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 /// (no allocation) when nothing needs encoding, which is every value FastPix
 /// sends today.
 pub fn encode_value(value: &str) -> Cow<'_, str> {
+    // The common case, checked in one pass over the bytes.
+    if value
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%')
+    {
+        return Cow::Borrowed(value);
+    }
     match utf8_percent_encode(value, ENCODED).into() {
         // A value of one escaped byte comes back borrowed from the crate's
         // table of escapes: borrowed must mean unchanged.
