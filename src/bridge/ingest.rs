@@ -72,7 +72,7 @@ pub async fn ingest<S: Sink>(
         None => {}
     }
 
-    let mut fields = match Envelope::parse(&delivery.body) {
+    let mut fields = match Envelope::parse(delivery.body) {
         Ok(Envelope::Probe) => return Ok(Accepted::Probe),
         Ok(Envelope::Event(fields)) => fields,
         Err(reason) => {
