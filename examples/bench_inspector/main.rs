@@ -95,6 +95,8 @@ async fn main() {
         subjects: vec!["fastpix.>".into()],
         max_age: Duration::from_secs(30 * 86400),
         duplicate_window: Duration::from_secs(120),
+        // As the bridge creates its streams.
+        allow_direct: true,
         ..Default::default()
     })
     .await

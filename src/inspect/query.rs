@@ -3,6 +3,8 @@
 //! stream read forward through a short-lived consumer filtered by subject,
 //! moving back until the page is full).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -132,11 +134,19 @@ fn nats_err(e: impl std::fmt::Display) -> QueryError {
 pub struct Reader {
     js: jetstream::Context,
     pub name: String,
+    /// Whether the stream answers direct gets (`allow_direct`, which the
+    /// bridge sets on its streams); cleared at the first refusal, and
+    /// reads then go through the JetStream API.
+    direct: Arc<AtomicBool>,
 }
 
 impl Reader {
     pub fn new(js: jetstream::Context, name: String) -> Self {
-        Reader { js, name }
+        Reader {
+            js,
+            name,
+            direct: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     async fn stream(&self) -> Result<stream::Stream<()>, QueryError> {
@@ -158,6 +168,18 @@ impl Reader {
     /// One message by sequence; `None` when there is none (never was, or gone).
     pub async fn get(&self, seq: u64) -> Result<Option<Stored>, QueryError> {
         let stream = self.stream().await?;
+        if self.direct.load(Ordering::Relaxed) {
+            // Served by the stream itself rather than queued behind every
+            // other JetStream API request, and by any replica.
+            match stream.direct_get(seq).await {
+                Ok(m) => return Ok(Stored::from_stream_message(m)),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    tracing::debug!(stream = %self.name, error = %e, "direct get refused; reading through the JetStream API");
+                    self.direct.store(false, Ordering::Relaxed);
+                }
+            }
+        }
         match stream.get_raw_message(seq).await {
             Ok(m) => Ok(Stored::from_stream_message(m)),
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),

@@ -308,6 +308,9 @@ fn stream_config(js: &JetStreamSettings, name: &str, subjects: String) -> stream
             Storage::File => stream::StorageType::File,
             Storage::Memory => stream::StorageType::Memory,
         },
+        // Reads by sequence (the inspector, consumers looking one event
+        // up) are answered by the stream, from any replica.
+        allow_direct: true,
         ..Default::default()
     }
 }

@@ -312,6 +312,10 @@ async fn the_stream_is_created_or_updated_at_startup() {
     assert_eq!(info.config.subjects, vec!["acme.fp.>".to_owned()]);
     assert_eq!(info.config.max_age, Duration::from_secs(2 * 86400));
     assert_eq!(info.config.duplicate_window, Duration::from_secs(600));
+    assert!(
+        info.config.allow_direct,
+        "one event can be read by sequence from any replica"
+    );
     let resp: serde_json::Value = app
         .post_signed(&event_body("video.media.ready", "p1"))
         .await
