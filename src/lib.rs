@@ -5,7 +5,8 @@
 //! the one event catalog) and depends on nothing else in the crate;
 //! [`settings`] loads and validates configuration (one or several webhooks,
 //! their signing secrets held for reloading); [`ops`] names outcomes,
-//! counts them for Prometheus and sets up logs; [`nats`] is the NATS adapter
+//! counts them for Prometheus, sets up logs and serves HTTP/1.1 with the
+//! timeouts every listener obeys; [`nats`] is the NATS adapter
 //! (connection options, message headers, the `Sink` seam that publishing
 //! goes through, and the JetStream publisher behind it). Above
 //! them stand the two sides: [`bridge`] receives webhooks (routes, the

@@ -6,10 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -18,6 +14,7 @@ use crate::bridge::routes::{AppState, admin, app};
 use crate::nats::connection::ConnectError;
 use crate::nats::publisher::Publisher;
 use crate::ops::metrics::Metrics;
+use crate::ops::serve::{BindError, Timeouts, bind, serve};
 use crate::settings::Settings;
 
 /// How often recorded durations are folded into the histograms. They are
@@ -25,26 +22,15 @@ use crate::settings::Settings;
 /// keeps memory flat under load: at 25k requests/s, 1 s holds ~800 KB.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// hyper's read buffer per connection, and so the largest request head.
-/// hyper's default (~400 KiB) is what a connection streaming a body grows
-/// its buffer to; with many connections reading (admitted bodies, lingering
-/// closes) that, not the bodies, would dominate memory. 64 KiB reads bodies
-/// as fast and leaves room for any sane head (`431` beyond it).
-const READ_BUFFER_MAX: usize = 64 * 1024;
-
 /// Connections allowed to linger after an early answer at once; beyond it a
 /// connection is closed at once, as before lingering existed. With
-/// [`READ_BUFFER_MAX`] that bounds lingering to 4 MiB.
+/// [`READ_BUFFER_MAX`](crate::ops::serve::READ_BUFFER_MAX) that bounds lingering to 4 MiB.
 const LINGERING_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr} (setting `{key}`): {source}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Nats(#[from] ConnectError),
 }
@@ -55,12 +41,6 @@ pub struct Application {
     admin_listener: TcpListener,
     state: AppState,
     settings: Settings,
-}
-
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { key, addr, source })
 }
 
 impl Application {
@@ -185,82 +165,6 @@ impl Application {
         reloads.abort();
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// `http.header_timeout` and `http.shutdown_grace`, which both listeners obey.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    header: Duration,
-    shutdown_grace: Duration,
-}
-
-/// Serves `router` on `listener` until `stop` completes, then closes the
-/// listener (new connections fail at once, so senders retry elsewhere) and
-/// lets open connections finish their requests for at most
-/// `shutdown_grace` before stopping them. Both listeners go through
-/// here.
-///
-/// Connections are served by hyper (HTTP/1.1) directly rather than by
-/// `axum::serve`, which sets no timer and so cannot cut off a client that
-/// sends its headers slowly or never (`http.header_timeout`).
-async fn serve(
-    name: &'static str,
-    listener: TcpListener,
-    router: axum::Router,
-    timeouts: Timeouts,
-    stop: impl Future<Output = ()>,
-) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header)
-        .max_buf_size(READ_BUFFER_MAX);
-    let service = TowerToHyperService::new(router);
-    let graceful = GracefulShutdown::new();
-    // Kept so that what still runs after the grace period can be stopped.
-    let mut connections = tokio::task::JoinSet::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // The peer address, for the records of refused deliveries.
-        let svc = service.clone();
-        let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            hyper::service::Service::call(&svc, req)
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), with_peer));
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(listener = name, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!(
-        listener = name,
-        "shutting down: no new connections; finishing in-flight requests"
-    );
-    if tokio::time::timeout(timeouts.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(listener = name, grace = ?timeouts.shutdown_grace, "in-flight requests still running after the grace period; stopping them");
-        connections.shutdown().await;
     }
 }
 

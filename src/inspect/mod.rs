@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::connection::ConnectError;
+use crate::ops::serve::{BindError, Timeouts, bind, serve};
 use crate::settings::Settings;
 
 /// What a test send got back from the bridge.
@@ -84,12 +85,8 @@ impl Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("cannot listen on {addr} (setting `{key}`): {source}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Nats(#[from] ConnectError),
     /// Several webhooks and none picked (`FASTPIX_BRIDGE_WEBHOOK`).
@@ -104,12 +101,8 @@ pub struct Inspector {
     shared: Arc<Shared>,
     max_age: Duration,
     replicas: usize,
-}
-
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, InspectError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| InspectError::Bind { key, addr, source })
+    /// `http.header_timeout` and `http.shutdown_grace`, as the bridge's listeners.
+    timeouts: Timeouts,
 }
 
 impl Inspector {
@@ -156,6 +149,10 @@ impl Inspector {
             shared,
             max_age: settings.jetstream.max_age,
             replicas: settings.jetstream.replicas,
+            timeouts: Timeouts {
+                header: settings.http.header_timeout,
+                shutdown_grace: settings.http.shutdown_grace,
+            },
         })
     }
 
@@ -191,16 +188,32 @@ impl Inspector {
         if let Some(addr) = self.admin_addr() {
             tracing::info!(%addr, "inspector admin listening: /metrics, /healthz, /readyz");
         }
-        let admin = axum::serve(self.admin_listener, api::admin(shared.clone()));
-        tasks.spawn(async move {
-            let _ = admin.await;
-        });
-        let result = axum::serve(self.listener, api::app(shared.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Both listeners go through the bridge's hardened path: a timer on
+        // every request head, and a stop bounded by the grace period (the
+        // live page's event stream never ends by itself).
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(serve(
+            "inspector admin",
+            self.admin_listener,
+            api::admin(shared.clone()),
+            self.timeouts,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
+        serve(
+            "inspector",
+            self.listener,
+            api::app(shared.clone()),
+            self.timeouts,
+            shutdown,
+        )
+        .await;
+        let _ = stop_admin.send(());
+        let _ = admin.await;
         tasks.shutdown().await;
         let _ = shared.client.drain().await;
-        result
+        Ok(())
     }
 }
 

@@ -63,7 +63,10 @@ async fn slow_or_silent_headers_on_the_admin_port_are_cut_off_while_others_are_s
             }
         }
     }));
-    let silent = tokio::spawn(raw_exchange(port, |_wr| async move {
+    let silent = tokio::spawn(raw_exchange(port, |wr| async move {
+        // Holds the write half: dropping it would send FIN, which ends
+        // the connection without any timer.
+        let _open = wr;
         std::future::pending::<()>().await
     }));
     for _ in 0..5 {

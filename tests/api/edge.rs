@@ -187,7 +187,10 @@ async fn slow_or_silent_headers_are_cut_off_while_others_are_served() {
         }));
     }
     // A client that connects and sends nothing at all.
-    let silent = tokio::spawn(raw_exchange(port, |_wr| async move {
+    let silent = tokio::spawn(raw_exchange(port, |wr| async move {
+        // Holds the write half: dropping it would send FIN, which ends
+        // the connection without any timer.
+        let _open = wr;
         std::future::pending::<()>().await
     }));
     // Others are served while the slow ones hang on.

@@ -27,12 +27,22 @@ pub struct TestInspector {
 
 impl TestInspector {
     pub async fn spawn(nats_url: &str, bridge: Option<&TestApp>) -> Self {
+        Self::spawn_with(nats_url, bridge, &[]).await
+    }
+
+    /// As [`TestInspector::spawn`], with more settings.
+    pub async fn spawn_with(
+        nats_url: &str,
+        bridge: Option<&TestApp>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let url = bridge.map(|b| b.webhook_url());
         let mut overrides = vec![
             ("FASTPIX_BRIDGE__INSPECT__LISTEN", "127.0.0.1:0"),
             ("FASTPIX_BRIDGE__INSPECT__ADMIN_LISTEN", "127.0.0.1:0"),
             ("FASTPIX_BRIDGE__INSPECT__TOKEN", TOKEN),
         ];
+        overrides.extend_from_slice(extra);
         if let Some(u) = &url {
             overrides.push(("FASTPIX_BRIDGE__INSPECT__BRIDGE_URL", u.as_str()));
         }
@@ -302,6 +312,53 @@ async fn every_route_needs_the_token_and_shows_nothing_without_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn silent_clients_are_cut_off_and_an_open_live_stream_does_not_hold_the_stop() {
+    let nats = NatsServer::start();
+    // The bridge puts the events stream in place; the inspector is ready after.
+    let app = TestApp::spawn(&nats).await;
+    let insp = TestInspector::spawn_with(
+        &nats.url(),
+        Some(&app),
+        &[
+            ("FASTPIX_BRIDGE__HTTP__HEADER_TIMEOUT", "1s"),
+            ("FASTPIX_BRIDGE__HTTP__SHUTDOWN_GRACE", "1s"),
+        ],
+    )
+    .await;
+    // A connection that never sends its request head is closed after
+    // http.header_timeout, on the page's port and on the admin port.
+    for port in [insp.addr.port(), insp.admin_addr.port()] {
+        let silent = raw_exchange(port, |wr| async move {
+            // Holds the write half: dropping it would send FIN, which ends
+            // the connection without any timer.
+            let _open = wr;
+            std::future::pending::<()>().await
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(20), silent)
+            .await
+            .unwrap_or_else(|_| panic!("a silent client of port {port} was not cut off"))
+            .expect("connects");
+        assert!(answer.is_none(), "{answer:?}");
+    }
+    // The live page's event stream never ends by itself; the stop waits for
+    // it no longer than http.shutdown_grace.
+    let live = insp
+        .http
+        .get(insp.url("/api/live"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("live stream opens");
+    assert_eq!(live.status(), 200);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), insp.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "the inspector did not stop with a live stream open"
+    );
+    drop(live);
 }
 
 #[tokio::test]
