@@ -37,6 +37,8 @@ pub enum HealthcheckError {
     NatsTimeout(Duration),
     #[error("durable consumer `{name}` does not exist on stream `{stream}`")]
     NoConsumer { name: String, stream: String },
+    #[error(transparent)]
+    Webhook(#[from] crate::settings::SettingsError),
 }
 
 /// The innermost cause of `e`: reqwest's own text only says a request failed.
@@ -98,15 +100,22 @@ pub async fn check(url: &str, timeout: Duration) -> Result<u16, HealthcheckError
     }
 }
 
-/// Succeeds when the durable consumer `name` exists on the stream of
-/// `settings` (`jetstream.stream`), reached with its NATS settings, all
-/// within `timeout`. It only looks: a missing consumer stays missing.
+/// Succeeds when the durable consumer `name` exists on the stream of the
+/// webhook `webhook` picks (or `FASTPIX_BRIDGE_WEBHOOK`, or the only one:
+/// the stream the consumer library binds to), reached with the NATS
+/// settings of `settings`, all within `timeout`. It only looks: a missing
+/// consumer stays missing.
 pub async fn check_durable(
     settings: &Settings,
+    webhook: Option<&str>,
     name: &str,
     timeout: Duration,
 ) -> Result<(), HealthcheckError> {
-    let stream = settings.jetstream.stream.as_str();
+    let picked = match webhook {
+        Some(w) => settings.webhook(Some(w)),
+        None => consumer::webhook(settings),
+    };
+    let stream = picked?.stream.as_str();
     let look = async {
         let client = consumer::connect(
             &settings.nats,

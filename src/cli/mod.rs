@@ -66,6 +66,11 @@ pub enum Command {
         /// stream settings the consumer itself uses.
         #[arg(long, value_name = "NAME", conflicts_with = "url")]
         durable: Option<String>,
+        /// With several webhooks configured: the one whose stream holds the
+        /// durable consumer, by name or subject prefix (else
+        /// `FASTPIX_BRIDGE_WEBHOOK`, as the consumer library reads it).
+        #[arg(long, value_name = "NAME", requires = "durable")]
+        webhook: Option<String>,
         /// Longest wait for the answer.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -85,8 +90,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck {
             url,
             durable,
+            webhook,
             timeout,
-        } => return check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
+        } => {
+            let durable = durable.as_deref().map(|name| (name, webhook.as_deref()));
+            return check_health(&url, durable, cli.config.as_deref(), timeout).await;
+        }
     };
     let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
         Ok(s) => s,
@@ -114,8 +123,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck {
             url,
             durable,
+            webhook,
             timeout,
-        } => check_health(&url, durable.as_deref(), cli.config.as_deref(), timeout).await,
+        } => {
+            let durable = durable.as_deref().map(|name| (name, webhook.as_deref()));
+            check_health(&url, durable, cli.config.as_deref(), timeout).await
+        }
     }
 }
 
@@ -123,14 +136,14 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// other codes.
 async fn check_health(
     url: &str,
-    durable: Option<&str>,
+    durable: Option<(&str, Option<&str>)>,
     config: Option<&std::path::Path>,
     timeout: Duration,
 ) -> ExitCode {
     let checked = match durable {
         None => healthcheck::check(url, timeout).await.map(drop),
-        Some(name) => match Settings::load_client(config) {
-            Ok(settings) => healthcheck::check_durable(&settings, name, timeout).await,
+        Some((name, webhook)) => match Settings::load_client(config) {
+            Ok(settings) => healthcheck::check_durable(&settings, webhook, name, timeout).await,
             Err(e) => {
                 eprintln!("unhealthy: {e}");
                 return ExitCode::FAILURE;

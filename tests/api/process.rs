@@ -181,10 +181,20 @@ async fn the_healthcheck_command_follows_readiness() {
 /// `fastpix-nats-bridge healthcheck --durable NAME`, as a consumer's
 /// container healthcheck runs it: the consumer's environment, nothing else.
 fn durable_healthcheck(name: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    durable_healthcheck_with(name, env, &[])
+}
+
+/// As [`durable_healthcheck`], with more arguments.
+fn durable_healthcheck_with(
+    name: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
         .env_clear()
         .envs(env.iter().copied())
         .args(["healthcheck", "--durable", name, "--timeout", "5s"])
+        .args(args)
         .output()
         .expect("run healthcheck");
     (
@@ -235,6 +245,40 @@ async fn the_durable_healthcheck_passes_only_while_the_consumer_exists() {
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("stream `OTHER` does not exist"), "{stderr}");
+
+    // With several webhooks, the stream of the one picked, by --webhook or
+    // by FASTPIX_BRIDGE_WEBHOOK as the consumer library reads it.
+    let two = [
+        env[0],
+        ("FASTPIX_BRIDGE__WEBHOOKS__PROD__PREFIX", "fastpix"),
+        ("FASTPIX_BRIDGE__WEBHOOKS__STAGING__PREFIX", "staging"),
+        (
+            "FASTPIX_BRIDGE__WEBHOOKS__STAGING__STREAM",
+            "FASTPIX_STAGING",
+        ),
+    ];
+    let (code, stderr) = durable_healthcheck_with("worker", &two, &["--webhook", "prod"]);
+    assert_eq!(code, Some(0), "prod's stream holds it: {stderr}");
+    let (code, stderr) = durable_healthcheck_with("worker", &two, &["--webhook", "staging"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stream `FASTPIX_STAGING` does not exist"),
+        "{stderr}"
+    );
+    let mut by_env = two.to_vec();
+    by_env.push(("FASTPIX_BRIDGE_WEBHOOK", "staging"));
+    let (code, stderr) = durable_healthcheck("worker", &by_env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stream `FASTPIX_STAGING` does not exist"),
+        "{stderr}"
+    );
+    let (code, stderr) = durable_healthcheck("worker", &two);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("unhealthy: ") && stderr.contains("several webhooks"),
+        "{stderr}"
+    );
 
     js.get_stream("FASTPIX")
         .await
