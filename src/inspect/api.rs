@@ -391,20 +391,27 @@ struct PageQuery {
     before_seq: Option<u64>,
 }
 
+/// A page's size and where it ends, or the `400` to answer.
+fn page_of(
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(usize, Option<u64>), Response> {
+    let Ok(Query(q)) = query else {
+        return Err(bad("unknown or malformed query parameter"));
+    };
+    Ok((limit_of(q.limit)?, q.before_seq))
+}
+
 async fn refused(
     State(shared): St,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return bad("unknown or malformed query parameter");
-    };
-    let limit = match limit_of(q.limit) {
-        Ok(l) => l,
+    let (limit, before_seq) = match page_of(query) {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let page = shared
         .refused
-        .page(&[], &|_| true, 1, q.before_seq, limit)
+        .page(&[], &|_| true, 1, before_seq, limit)
         .await;
     let (found, next) = match page {
         Ok(p) => p,
@@ -429,11 +436,8 @@ async fn dead_letters(
     State(shared): St,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return bad("unknown or malformed query parameter");
-    };
-    let limit = match limit_of(q.limit) {
-        Ok(l) => l,
+    let (limit, _) = match page_of(query) {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let invalid_subject = shared.prefix.invalid_subject().into_string();

@@ -379,25 +379,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(nats_url: &str, overrides: &[(&str, &str)]) -> Self {
-        init_logs();
-        let settings = test_settings(nats_url, overrides);
-        let app = Application::build(settings.clone())
-            .await
-            .expect("bridge starts");
-        let addr = app.local_addr();
-        let admin_addr = app.admin_addr();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(app.run_until(async {
-            let _ = rx.await;
-        }));
-        TestApp {
-            addr,
-            admin_addr,
-            http: reqwest::Client::new(),
-            settings,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
+        Self::spawn_settings(test_settings(nats_url, overrides)).await
     }
 
     /// Starts a bridge with `settings` exactly as given (named webhooks,
