@@ -834,11 +834,16 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
     );
     let _ = writeln!(
         out,
-        "- Load: {} keep-alive connections, {} s warm-up then {} s measured per run, ~1 KB signed FastPix events with unique ids; {} round(s) of ceiling, floor and bridge (order rotating); medians over rounds.{}",
+        "- Load: {} keep-alive connections, {} s warm-up then {} s measured per run, ~1 KB signed FastPix events with unique ids; {} round(s) of {} (order rotating); medians over rounds.{}",
         plan.connections,
         plan.warmup,
         plan.duration,
         plan.rounds,
+        plan.modes()
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         if plan.quick {
             " Quick mode: not a measurement."
         } else {
