@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 
-# The bridge and the two example consumers in one small image.
+# The bridge and the two example consumers (fastpix-nats/examples) in one small image.
 #   docker build -t fastpix-nats-bridge .
 #   docker run --rm -p 8080:8080 -e FASTPIX_BRIDGE__NATS__URL=nats://nats:4222 \
 #     -e FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS=... fastpix-nats-bridge
@@ -29,7 +29,8 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json \
 # Then the source.
 COPY . .
 RUN cargo build --release --locked \
-      --bin fastpix-nats-bridge \
+      -p fastpix-nats-bridge --bin fastpix-nats-bridge \
+      -p fastpix-nats \
       --example live_stream_worker \
       --example media_catalog \
  && mkdir -p /out \

@@ -7,9 +7,9 @@
 use arbitrary::Arbitrary;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use fastpix_nats_bridge::fastpix::envelope::Envelope;
-use fastpix_nats_bridge::fastpix::signature::{SigningSecret, Verifier};
-use fastpix_nats_bridge::fastpix::subject::{
+use fastpix_nats::fastpix::envelope::Envelope;
+use fastpix_nats::fastpix::signature::{SigningSecret, Verifier};
+use fastpix_nats::fastpix::subject::{
     EventType, InvalidEventType, MAX_TYPE_BYTES, MAX_TYPE_TOKENS, SubjectPrefix,
     is_valid_subject_under, subject_for_type,
 };

@@ -11,8 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::bridge::refused::Refusals;
 use crate::bridge::routes::{AppState, admin, app};
-use crate::nats::connection::ConnectError;
-use crate::nats::publisher::Publisher;
+use crate::nats::publisher::{Publisher, PublisherError};
 use crate::ops::metrics::Metrics;
 use crate::ops::serve::{BindError, Timeouts, bind, serve};
 use crate::settings::Settings;
@@ -32,7 +31,7 @@ pub enum StartupError {
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error(transparent)]
-    Nats(#[from] ConnectError),
+    Nats(#[from] PublisherError),
 }
 
 /// A bridge bound to its ports and connected (or connecting) to NATS.
@@ -165,29 +164,5 @@ impl Application {
         reloads.abort();
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

@@ -52,7 +52,7 @@ pub async fn run(command: DeadLettersCommand, settings: &Settings) -> ExitCode {
     };
     let js = jetstream::new(client.clone());
     // With several webhooks, FASTPIX_BRIDGE_WEBHOOK names the one whose dead letters these are.
-    let webhook = match crate::consumer::webhook(settings) {
+    let webhook = match settings.webhook_from_env() {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::consumer::{self, BindError, ConnectError, Patience};
+use crate::consumer::{self, BindError};
+use crate::nats::connection::{self, ConnectError, Patience};
 use crate::settings::Settings;
 
 /// What the container healthcheck asks when given no `--url`.
@@ -113,11 +114,11 @@ pub async fn check_durable(
 ) -> Result<(), HealthcheckError> {
     let picked = match webhook {
         Some(w) => settings.webhook(Some(w)),
-        None => consumer::webhook(settings),
+        None => settings.webhook_from_env(),
     };
     let stream = picked?.stream.as_str();
     let look = async {
-        let client = consumer::connect(
+        let client = connection::connect(
             &settings.nats,
             "fastpix-nats-bridge-healthcheck",
             Patience::FailFast,

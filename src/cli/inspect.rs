@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bridge::startup::shutdown_signal;
 use crate::cli::send;
 use crate::cli::templates::Objects;
 use crate::inspect::{Inspector, SendAnswer, TestSender};
+use crate::ops::shutdown::shutdown_signal;
 use crate::ops::telemetry;
 use crate::settings::Settings;
 
@@ -54,8 +54,8 @@ pub async fn run(settings: Settings) -> ExitCode {
 /// Posts signed test events to `inspect.bridge_url` (default: the local
 /// bridge), with the first of the bridge's signing secrets.
 pub fn test_sender(settings: &Settings) -> TestSender {
-    // The webhook the inspector shows (see `consumer::webhook`).
-    let webhook = crate::consumer::webhook(settings).ok();
+    // The webhook the inspector shows.
+    let webhook = settings.webhook_from_env().ok();
     let url = settings
         .inspect
         .bridge_url

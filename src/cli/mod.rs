@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::bridge::startup::{Application, shutdown_signal};
+use crate::bridge::startup::Application;
+use crate::nats::connection::{self, Patience};
+use crate::ops::shutdown::shutdown_signal;
 use crate::ops::telemetry;
 use crate::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use consumers::ConsumersArgs;
@@ -183,7 +185,7 @@ pub(crate) async fn connect_or_report(
     settings: &Settings,
     name: &str,
 ) -> Result<async_nats::Client, ExitCode> {
-    crate::consumer::connect(&settings.nats, name, crate::consumer::Patience::FailFast)
+    connection::connect(&settings.nats, name, Patience::FailFast)
         .await
         .map_err(|e| {
             eprintln!(

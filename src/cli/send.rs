@@ -40,7 +40,7 @@ pub struct SendArgs {
     pub id: Option<String>,
     /// With several webhooks configured: the one to post to, by name or
     /// subject prefix (its path and first secret). Needless with a single webhook.
-    #[arg(long, value_name = "NAME|PREFIX", env = crate::consumer::WEBHOOK_ENV)]
+    #[arg(long, value_name = "NAME|PREFIX", env = crate::settings::WEBHOOK_ENV)]
     pub webhook: Option<String>,
 }
 

@@ -10,18 +10,18 @@ use std::io::Write;
 use std::pin::Pin;
 use std::process::ExitCode;
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use time::OffsetDateTime;
 
-use crate::bridge::startup::shutdown_signal;
 use crate::cli::templates::created_at;
-use crate::consumer::{self, BindError, Bound, Event, Family, Start, SubjectFilter, headers};
+use crate::consumer::{
+    self, BindError, Bound, Event, Family, Puller, Start, SubjectFilter, headers,
+};
 use crate::fastpix::subject::SubjectPrefix;
+use crate::ops::shutdown::shutdown_signal;
 use crate::settings::{Settings, env_name};
 
 #[derive(Debug, clap::Args)]
@@ -57,7 +57,7 @@ pub struct SubscribeArgs {
     pub count: Option<u64>,
     /// With several webhooks configured: the one to read, by name or subject
     /// prefix (its subjects and stream). Needless with a single webhook.
-    #[arg(long, value_name = "NAME|PREFIX", env = crate::consumer::WEBHOOK_ENV)]
+    #[arg(long, value_name = "NAME|PREFIX", env = crate::settings::WEBHOOK_ENV)]
     pub webhook: Option<String>,
 }
 
@@ -207,23 +207,24 @@ struct SourceError {
 
 type Messages = Pin<Box<dyn Stream<Item = Result<Incoming, SourceError>> + Send>>;
 
-/// Most events asked of the server at once by a durable consumer.
-const DURABLE_BATCH: u64 = 100;
-/// How long the server holds a pull request open when there is nothing to send.
-const DURABLE_PULL_EXPIRES: Duration = Duration::from_secs(10);
-
 /// Where events come from.
 enum Source {
     /// Core subscriptions or an ordered replay: nothing to acknowledge.
     Plain(Messages),
-    Durable(Box<DurableSource>),
+    Durable(Box<Puller>),
 }
 
 impl Source {
     async fn next(&mut self) -> Option<Result<Incoming, SourceError>> {
         match self {
             Source::Plain(messages) => messages.next().await,
-            Source::Durable(d) => d.next().await,
+            Source::Durable(d) => d.next().await.map(|pulled| match pulled {
+                Ok(msg) => Ok(Incoming::from_jetstream(msg, true)),
+                Err(e) => Err(SourceError {
+                    fatal: e.is_fatal(),
+                    message: e.to_string(),
+                }),
+            }),
         }
     }
 
@@ -232,99 +233,6 @@ impl Source {
     async fn release(&mut self) {
         if let Source::Durable(d) = self {
             d.release().await;
-        }
-    }
-}
-
-/// Pulls from a durable consumer in explicit batches, never asking for more
-/// than `--count` still allows: events a reader leaves behind are then
-/// never held for it, and the next reader resumes exactly after the last
-/// acknowledged one.
-struct DurableSource {
-    client: async_nats::Client,
-    consumer: jetstream::consumer::PullConsumer,
-    name: String,
-    batch: Option<jetstream::consumer::pull::Batch>,
-    /// Events still to be handed out under `--count`.
-    remaining: Option<u64>,
-}
-
-impl DurableSource {
-    async fn next(&mut self) -> Option<Result<Incoming, SourceError>> {
-        loop {
-            if self.remaining == Some(0) {
-                return None;
-            }
-            let Some(batch) = &mut self.batch else {
-                let want = self
-                    .remaining
-                    .map_or(DURABLE_BATCH, |r| r.min(DURABLE_BATCH));
-                match self
-                    .consumer
-                    .batch()
-                    .max_messages(want as usize)
-                    .expires(DURABLE_PULL_EXPIRES)
-                    .messages()
-                    .await
-                {
-                    Ok(b) => self.batch = Some(b),
-                    Err(e) => return Some(Err(self.failure(e.to_string()).await)),
-                }
-                continue;
-            };
-            match batch.next().await {
-                Some(Ok(msg)) => {
-                    if let Some(r) = &mut self.remaining {
-                        *r -= 1;
-                    }
-                    return Some(Ok(Incoming::from_jetstream(msg, true)));
-                }
-                Some(Err(e)) => {
-                    self.batch = None;
-                    return Some(Err(self.failure(e.to_string()).await));
-                }
-                // The pull expired or was filled: ask again.
-                None => self.batch = None,
-            }
-        }
-    }
-
-    /// A pull failed: fatal when the consumer is gone, else worth retrying
-    /// after a pause (NATS restarting, a leader election).
-    async fn failure(&mut self, error: String) -> SourceError {
-        let gone = matches!(
-            self.consumer.get_info().await,
-            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound
-        );
-        if gone {
-            return SourceError {
-                fatal: true,
-                message: format!("durable consumer `{}` was deleted", self.name),
-            };
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        SourceError {
-            fatal: false,
-            message: format!("durable consumer `{}`: {error}; pulling again", self.name),
-        }
-    }
-
-    async fn release(&mut self) {
-        let Some(mut batch) = self.batch.take() else {
-            return;
-        };
-        let mut unwritten = Vec::new();
-        while let Ok(Some(Ok(msg))) =
-            tokio::time::timeout(Duration::from_millis(100), batch.next()).await
-        {
-            unwritten.push(msg);
-        }
-        // Withdraw the pull request first, so that the events handed back
-        // cannot be delivered to it again on their way to the next reader.
-        drop(batch);
-        let _ = self.client.flush().await;
-        for msg in unwritten {
-            let _ = msg.double_ack_with(AckKind::Nak(None)).await;
         }
     }
 }
@@ -413,13 +321,12 @@ async fn open(
                 "ready: durable consumer `{name}` ({how}) on stream {stream} ({shown}), {} event(s) waiting; each is acknowledged once written",
                 info.num_pending + info.num_ack_pending as u64
             );
-            Ok(Source::Durable(Box::new(DurableSource {
-                client: client.clone(),
+            Ok(Source::Durable(Box::new(Puller::new(
+                client.clone(),
                 consumer,
-                name: name.clone(),
-                batch: None,
-                remaining: count,
-            })))
+                name.clone(),
+                count,
+            ))))
         }
         Mode::Replay { start } => {
             let js = jetstream::new(client.clone());

@@ -27,6 +27,7 @@ use crate::inspect::consumers::{self, ReplayFrom};
 use crate::inspect::index::Granularity;
 use crate::inspect::query::{EventSummary, Stored, filter_matches, rfc3339};
 use crate::inspect::{Shared, assets};
+use crate::nats::dead_letters::LetterFields;
 use crate::nats::headers;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -475,17 +476,17 @@ async fn dead_letters(
     let consumer: Vec<Value> = consumer
         .iter()
         .map(|m| {
-            let h = |n: &str| m.header(&format!("FastPix-Dead-Letter-{n}"));
+            let f = LetterFields::read(|n| m.header(n));
             json!({
                 "seq": m.seq,
                 "stored_at": rfc3339(m.stored_at),
                 "subject": m.subject,
-                "consumer": h("Consumer"),
-                "reason": h("Reason"),
-                "deliveries": h("Deliveries"),
-                "last_error": h("Last-Error"),
-                "stream_seq": h("Stream-Seq"),
-                "original_subject": h("Subject"),
+                "consumer": f.consumer,
+                "reason": f.reason,
+                "deliveries": f.deliveries,
+                "last_error": f.last_error,
+                "stream_seq": f.stream_seq,
+                "original_subject": f.subject,
                 "size": m.payload.len(),
                 "payload": String::from_utf8_lossy(&m.payload),
             })

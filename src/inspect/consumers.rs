@@ -11,9 +11,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::consumer::dead_letters;
 use crate::fastpix::subject::SubjectPrefix;
 use crate::inspect::query::rfc3339;
+use crate::nats::dead_letters;
 
 /// How often pending counts are sampled, and how long they are kept.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
@@ -107,7 +107,7 @@ pub async fn list(
 }
 
 /// Where the consumer workers of one events stream keep their dead letters
-/// (the workers' own naming, `consumer::dead_letters`).
+/// (the workers' own naming, [`crate::nats::dead_letters`]).
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     /// `<events stream>_DEAD_LETTERS`.

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::fastpix::subject::SubjectPrefix;
-use crate::nats::connection::ConnectError;
+use crate::nats::connection::{self, ConnectError, Patience};
 use crate::ops::serve::{BindError, Timeouts, bind, serve};
 use crate::settings::Settings;
 
@@ -112,15 +112,11 @@ impl Inspector {
         token: String,
         sender: Option<TestSender>,
     ) -> Result<Self, InspectError> {
-        let webhook = crate::consumer::webhook(settings)?;
+        let webhook = settings.webhook_from_env()?;
         let listener = bind("inspect.listen", settings.inspect.listen).await?;
         let admin_listener = bind("inspect.admin_listen", settings.inspect.admin_listen).await?;
-        let client = crate::nats::connection::options(&settings.nats, "fastpix-inspector")
-            .await?
-            .retry_on_initial_connect()
-            .connect(settings.nats.url.clone())
-            .await
-            .map_err(ConnectError::Connect)?;
+        let client =
+            connection::connect(&settings.nats, "fastpix-inspector", Patience::Forever).await?;
         let js = jetstream::new(client.clone());
         let stream = webhook.stream.clone();
         let dead_letters = consumers::DeadLetters::of(&stream, &webhook.prefix);

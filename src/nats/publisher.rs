@@ -10,18 +10,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions};
 use tokio::sync::Notify;
 
-use crate::nats::connection::ConnectError;
+use crate::nats::connection::{self, ConnectError, Patience};
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
 use crate::settings::{
     HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage, WebhookConfig,
 };
+
+/// Why the bridge could not start publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(
+        "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
+    )]
+    BodyLimitAboveMaxPayload { limit: usize, max_payload: usize },
+}
 
 /// State shared between the publisher, its background task and readiness.
 struct Shared {
@@ -57,13 +68,15 @@ impl Publisher {
         webhooks: &[WebhookConfig],
         max_body_bytes: usize,
         metrics: Metrics,
-    ) -> Result<Self, ConnectError> {
+    ) -> Result<Self, PublisherError> {
         let notify = Arc::new(Notify::new());
-        let options = connect_options(nats, notify.clone()).await?;
-        let client = options
-            .connect(nats.url.clone())
-            .await
-            .map_err(ConnectError::Connect)?;
+        let client = connection::connect_notifying(
+            nats,
+            "fastpix-nats-bridge",
+            Patience::Forever,
+            notify.clone(),
+        )
+        .await?;
 
         let jetstream = js.enabled.then(|| {
             let mut ctx = jetstream::new(client.clone());
@@ -95,7 +108,7 @@ impl Publisher {
         if connected {
             let max_payload = publisher.shared.client.server_info().max_payload;
             if max_payload > 0 && max_body_bytes > max_payload {
-                return Err(ConnectError::BodyLimitAboveMaxPayload {
+                return Err(PublisherError::BodyLimitAboveMaxPayload {
                     limit: max_body_bytes,
                     max_payload,
                 });
@@ -313,27 +326,4 @@ fn stream_config(js: &JetStreamSettings, name: &str, subjects: String) -> stream
         allow_direct: true,
         ..Default::default()
     }
-}
-
-async fn connect_options(
-    nats: &NatsSettings,
-    connected: Arc<Notify>,
-) -> Result<ConnectOptions, ConnectError> {
-    let options = crate::nats::connection::options(nats, "fastpix-nats-bridge")
-        .await?
-        .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let connected = connected.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        tracing::info!("connected to NATS");
-                        connected.notify_one();
-                    }
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                    other => tracing::info!(event = %other, "NATS event"),
-                }
-            }
-        });
-    Ok(options)
 }

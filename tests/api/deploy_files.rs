@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::deploy::*;
 
 const BRIDGE_BIN: &str = "/usr/local/bin/fastpix-nats-bridge";
+/// Where the example consumers live: in the consumer crate, which they use alone.
+const EXAMPLES: &str = "fastpix-nats/examples";
 const COMPOSE_FILES: [&str; 2] = ["docker-compose.yml", "deploy/cluster/docker-compose.yml"];
 /// A syntactically valid secret, standing in for the one a Secret holds.
 const SECRET_PLACEHOLDER: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
@@ -393,10 +395,10 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
         } else {
             // The examples name their durable in a constant.
             let program = argv[0].trim_start_matches("/usr/local/bin/");
-            let source = read_repo_file(&format!("examples/{program}.rs"));
+            let source = read_repo_file(&format!("{EXAMPLES}/{program}.rs"));
             assert!(
                 source.contains(&format!("&str = \"{checked}\";")),
-                "`{name}`'s healthcheck asks for `{checked}`, which examples/{program}.rs does not bind"
+                "`{name}`'s healthcheck asks for `{checked}`, which {EXAMPLES}/{program}.rs does not bind"
             );
         }
         let env: config::Map<String, String> = service.environment().into_iter().collect();
@@ -572,9 +574,9 @@ pub fn python_example(argv: &[String]) -> Option<&str> {
     }
 }
 
-/// Example programs in `examples/` (the image ships each one).
+/// Example programs of the consumer crate (the image ships each one).
 fn examples_in_the_repository() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(repo_path("examples")) else {
+    let Ok(dir) = std::fs::read_dir(repo_path(EXAMPLES)) else {
         return Vec::new();
     };
     let mut names: Vec<String> = dir

@@ -12,19 +12,20 @@
 //!   one with [`Settings::webhook`].
 //! - [`Worker`] (in `worker`): a service built on a durable consumer, with
 //!   an async handler, retries on a back-off schedule, per-object order and
-//!   dead letters; [`dead_letters`] names, lists and redrives them;
-//!   [`Dedup`] (in `dedup`) skips events handled before.
+//!   dead letters; [`dead_letters`] lists and redrives them; [`Dedup`] (in
+//!   `dedup`) skips events handled before; [`Puller`] (in `pull`) reads a
+//!   durable consumer one event at a time, for a reader that acknowledges
+//!   each one itself.
 //! - [`list_consumers`]: every durable consumer on the stream, with its counts.
+//! - [`shutdown_signal`]: what a worker stops on (Ctrl-C or SIGTERM).
 
 pub mod dead_letters;
 pub mod dedup;
+pub mod pull;
 pub mod worker;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::Client;
 use async_nats::jetstream::{self, consumer};
 use consumer::FromConsumer as _;
 use time::OffsetDateTime;
@@ -34,76 +35,20 @@ pub use crate::fastpix::envelope::{Event, ObjectRef};
 pub use crate::fastpix::subject::{
     EventType, InvalidFilter, Subject, SubjectFilter, SubjectPrefix, subject_for_type,
 };
-pub use crate::nats::connection::ConnectError;
+pub use crate::nats::connection::{ConnectError, Patience, connect};
 pub use crate::nats::headers;
+pub use crate::ops::shutdown_signal;
+pub use crate::settings::{Settings, SettingsError, WEBHOOK_ENV, WebhookConfig};
 
-use crate::settings::{NatsSettings, SettingsError};
-pub use crate::settings::{Settings, WebhookConfig};
-
-/// Variable naming the webhook (by name or subject prefix) a consumer reads,
-/// and the default of `--webhook` on `subscribe` and `send`.
-pub const WEBHOOK_ENV: &str = "FASTPIX_BRIDGE_WEBHOOK";
-
-/// The webhook [`WEBHOOK_ENV`] names; when it is unset, the only one
-/// configured (an error lists them when there are several).
-pub fn webhook(settings: &Settings) -> Result<&WebhookConfig, SettingsError> {
-    let selector = std::env::var(WEBHOOK_ENV).ok().filter(|s| !s.is_empty());
-    settings.webhook(selector.as_deref())
-}
-
-pub use dedup::Dedup;
+pub use dedup::{Dedup, DedupError};
+pub use pull::{PullError, Puller};
 pub use worker::{Delivery, Outcome, Worker, WorkerError};
 
-/// What to do when NATS is not there at the first attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Patience {
-    /// Fail at once with the reason (a command a person is waiting on).
-    FailFast,
-    /// Keep trying in the background and return at once (a worker that may
-    /// start before NATS does).
-    Forever,
-}
-
-/// Connects with the bridge's NATS settings (servers, credentials, TLS).
-/// Once connected, the client reconnects without end.
-pub async fn connect(
-    nats: &NatsSettings,
-    name: &str,
-    patience: Patience,
-) -> Result<Client, ConnectError> {
-    // One warning per outage, not one per reconnect attempt.
-    let reported = Arc::new(AtomicBool::new(false));
-    let servers = nats.url.join(", ");
-    let mut options = crate::nats::connection::options(nats, name)
-        .await?
-        .event_callback(move |event| {
-            let reported = reported.clone();
-            let servers = servers.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        reported.store(false, Ordering::Relaxed);
-                        tracing::info!("connected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("disconnected from NATS; reconnecting")
-                    }
-                    async_nats::Event::ClientError(e) => {
-                        if !reported.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(%servers, error = %e, "cannot reach NATS; trying again until it answers");
-                        }
-                    }
-                    other => tracing::debug!(event = %other, "NATS event"),
-                }
-            }
-        });
-    if patience == Patience::Forever {
-        options = options.retry_on_initial_connect();
-    }
-    options
-        .connect(nats.url.clone())
-        .await
-        .map_err(ConnectError::Connect)
+/// The webhook [`WEBHOOK_ENV`] names; when it is unset, the only one
+/// configured (an error lists them when there are several). See
+/// [`Settings::webhook_from_env`].
+pub fn webhook(settings: &Settings) -> Result<&WebhookConfig, SettingsError> {
+    settings.webhook_from_env()
 }
 
 /// Where a new consumer starts reading the stream.

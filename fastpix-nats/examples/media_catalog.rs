@@ -17,7 +17,7 @@
 //! It prints one line per event on stdout; progress and problems go to stderr.
 //!
 //! ```text
-//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run --example media_catalog
+//! FASTPIX_BRIDGE__NATS__URL=nats://127.0.0.1:4222 cargo run -p fastpix-nats --example media_catalog
 //! ```
 //!
 //! Settings are the bridge's own (`FASTPIX_BRIDGE__NATS__*`, `…__SUBJECT__PREFIX`,
@@ -31,9 +31,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
-use fastpix_nats_bridge::bridge::startup::shutdown_signal;
-use fastpix_nats_bridge::consumer::{self, Event, Family, Outcome, Patience, Worker};
-use fastpix_nats_bridge::settings::{CONFIG_FILE_ENV, Settings};
+use fastpix_nats::consumer::{self, Event, Family, Outcome, Patience, Worker, shutdown_signal};
+use fastpix_nats::settings::{CONFIG_FILE_ENV, Settings};
 use time::OffsetDateTime;
 
 /// The queue group: the durable consumer every copy binds.
@@ -129,7 +128,7 @@ impl Catalogue {
 #[tokio::main]
 async fn main() -> ExitCode {
     // async_nats reports every reconnect attempt at info; one warning per outage is enough.
-    fastpix_nats_bridge::ops::telemetry::init_with(Default::default(), "info,async_nats=warn");
+    fastpix_nats::ops::telemetry::init_with(Default::default(), "info,async_nats=warn");
     let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
     let settings = match Settings::load_client(file.as_deref()) {
         Ok(s) => s,

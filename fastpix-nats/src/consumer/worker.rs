@@ -30,9 +30,10 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use super::dead_letters::{self, HEADER_STREAM_SEQ, HEADER_SUBJECT, Letter};
+use super::dead_letters;
 use super::dedup::Dedup;
 use super::{BindError, Event, Start, SubjectFilter, SubjectPrefix, headers};
+use crate::nats::dead_letters::{HEADER_STREAM_SEQ, HEADER_SUBJECT, Letter};
 
 /// What the handler decided about one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,16 +57,16 @@ impl Dedup {
     }
 
     /// True when `consumer` already handled the event `event_id`.
-    pub async fn seen(&self, consumer: &str, event_id: &str) -> Result<bool, String> {
+    pub async fn seen(&self, consumer: &str, event_id: &str) -> Result<bool, DedupError> {
         self.store
             .get(Self::key(consumer, event_id))
             .await
             .map(|v| v.is_some())
-            .map_err(|e| e.to_string())
+            .map_err(DedupError::Read)
     }
 
     /// Records that `consumer` handled `event_id`.
-    pub async fn remember(&self, consumer: &str, event_id: &str) -> Result<(), String> {
+    pub async fn remember(&self, consumer: &str, event_id: &str) -> Result<(), DedupError> {
         self.store
             .put(
                 Self::key(consumer, event_id),
@@ -74,8 +74,18 @@ impl Dedup {
             )
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(DedupError::Write)
     }
+}
+
+/// The bucket did not answer; the worker then handles the event anyway
+/// (at-least-once), or cannot remember it was handled.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("{0}")]
+    Read(#[source] kv::EntryError),
+    #[error("{0}")]
+    Write(#[source] kv::PutError),
 }
 
 #[cfg(test)]

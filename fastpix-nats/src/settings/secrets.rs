@@ -62,7 +62,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub(crate) fn new(verifier: Verifier, file: Option<PathBuf>, allow_unsigned: bool) -> Self {
+    pub fn new(verifier: Verifier, file: Option<PathBuf>, allow_unsigned: bool) -> Self {
         Self {
             current: Arc::new(ArcSwap::from_pointee(verifier)),
             file,

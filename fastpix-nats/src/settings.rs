@@ -21,6 +21,9 @@ pub const ENV_PREFIX: &str = "FASTPIX_BRIDGE";
 pub const CONFIG_FILE_ENV: &str = "FASTPIX_BRIDGE_CONFIG";
 /// Room kept for NATS headers inside the server's `max_payload`.
 pub const HEADER_RESERVE_BYTES: usize = 4096;
+/// Variable naming the webhook (by name or subject prefix) a consumer reads,
+/// and the default of `--webhook` on `subscribe` and `send`.
+pub const WEBHOOK_ENV: &str = "FASTPIX_BRIDGE_WEBHOOK";
 /// The name the single `[webhook]` section goes by (in `FastPix-Webhook`,
 /// the metrics' `webhook` label and `--webhook`).
 pub const DEFAULT_WEBHOOK_NAME: &str = "default";
@@ -963,6 +966,15 @@ impl Settings {
                     ))
                 }),
         }
+    }
+}
+
+impl Settings {
+    /// The webhook [`WEBHOOK_ENV`] names; when it is unset, the only one
+    /// configured (an error lists them when there are several).
+    pub fn webhook_from_env(&self) -> Result<&WebhookConfig, SettingsError> {
+        let selector = std::env::var(WEBHOOK_ENV).ok().filter(|s| !s.is_empty());
+        self.webhook(selector.as_deref())
     }
 }
 
