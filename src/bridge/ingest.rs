@@ -277,11 +277,7 @@ mod tests {
     use crate::settings::{Purpose, Settings};
 
     fn webhook(pairs: &[(&str, &str)]) -> WebhookConfig {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut s = Settings::load_for(Purpose::Client, None, Some(env)).unwrap();
+        let mut s = Settings::from_pairs(Purpose::Client, pairs).unwrap();
         s.webhooks.remove(0)
     }
 

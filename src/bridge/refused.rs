@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::bridge::error::WebhookError;
 use crate::nats::refused::{self, RefusalRecord};
 use crate::ops::metrics::Metrics;
-use crate::settings::Settings;
+use crate::settings::RefusalsSettings;
 
 /// Records per second kept on average.
 pub const RATE_PER_SEC: f64 = 20.0;
@@ -39,16 +39,13 @@ struct Bucket {
 impl Refusals {
     /// Puts the records' stream in place (at startup, so that the first
     /// refusal does not wait for it); a failure is retried with the first record.
-    pub async fn prepare(client: &async_nats::Client, settings: &Settings) {
+    pub async fn prepare(client: &async_nats::Client, settings: &RefusalsSettings) {
         if !settings.jetstream.enabled {
             return;
         }
-        let config = refused::stream_config(&settings.jetstream, records_prefix(settings));
+        let config = refused::stream_config(&settings.jetstream, &settings.prefix);
         let js = jetstream::new(client.clone());
-        let put = tokio::time::timeout(
-            settings.nats.publish_timeout,
-            js.create_or_update_stream(config),
-        );
+        let put = tokio::time::timeout(settings.setup_timeout, js.create_or_update_stream(config));
         if !matches!(put.await, Ok(Ok(_))) {
             tracing::info!("the refused-deliveries stream is not in place yet");
         }
@@ -56,10 +53,14 @@ impl Refusals {
 
     /// Starts the publishing task on `client` (the bridge's own connection).
     /// In core mode (no JetStream) nothing would keep the records: none are made.
-    pub fn start(client: async_nats::Client, settings: &Settings, metrics: Metrics) -> Self {
+    pub fn start(
+        client: async_nats::Client,
+        settings: &RefusalsSettings,
+        metrics: Metrics,
+    ) -> Self {
         let tx = settings.jetstream.enabled.then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let config = refused::stream_config(&settings.jetstream, records_prefix(settings));
+            let config = refused::stream_config(&settings.jetstream, &settings.prefix);
             tokio::spawn(publish_records(client, config, rx));
             tx
         });
@@ -214,25 +215,15 @@ async fn publish_records(
     }
 }
 
-/// One records stream per bridge, under the first webhook's prefix (in name
-/// order; the only one for the single `[webhook]` section): each record's
-/// `path` tells the webhooks apart.
-pub fn records_prefix(settings: &Settings) -> &crate::fastpix::subject::SubjectPrefix {
-    &settings.webhooks[0].prefix
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {
-        let settings = Settings::load_for(
-            crate::settings::Purpose::Client,
-            None,
-            Some(Default::default()),
-        )
-        .unwrap();
+        let settings = crate::settings::Settings::from_pairs(crate::settings::Purpose::Client, &[])
+            .unwrap()
+            .refusals();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -62,10 +62,15 @@ impl Application {
             metrics.clone(),
         )
         .await?;
+        let refusal_settings = settings.refusals();
         if publisher.is_connected() {
-            Refusals::prepare(publisher.client(), &settings).await;
+            Refusals::prepare(publisher.client(), &refusal_settings).await;
         }
-        let refusals = Refusals::start(publisher.client().clone(), &settings, metrics.clone());
+        let refusals = Refusals::start(
+            publisher.client().clone(),
+            &refusal_settings,
+            metrics.clone(),
+        );
         let state = AppState {
             refusals,
             webhooks: settings.webhooks.clone().into(),

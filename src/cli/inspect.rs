@@ -10,18 +10,14 @@ use crate::cli::templates::Objects;
 use crate::inspect::{Inspector, SendAnswer, TestSender};
 use crate::ops::shutdown::shutdown_signal;
 use crate::ops::telemetry;
-use crate::settings::Settings;
+use crate::settings::{ExposeSecret, Settings};
 
-/// Exit 2 on settings that cannot work (no token off loopback), 1 when the
-/// inspector cannot start or fails.
+/// Exit 1 when the inspector cannot start or fails (settings that cannot
+/// work, such as no token off loopback, are refused at load: exit 2).
 pub async fn run(settings: Settings) -> ExitCode {
-    if let Err(e) = settings.inspect.check() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     telemetry::init(settings.log.format);
     let token = match &settings.inspect.token {
-        Some(t) => t.trim().to_owned(),
+        Some(t) => t.expose_secret().trim().to_owned(),
         None => {
             let t = format!(
                 "{}{}",

@@ -87,8 +87,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Subscribe(_)
         | Command::Send(_)
         | Command::Consumers(_)
-        | Command::DeadLetters(_)
-        | Command::Inspect => Purpose::Client,
+        | Command::DeadLetters(_) => Purpose::Client,
+        Command::Inspect => Purpose::Inspector,
         Command::Healthcheck {
             url,
             durable,

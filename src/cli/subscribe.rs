@@ -512,11 +512,7 @@ mod tests {
     use crate::settings::Purpose;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::load_for(Purpose::Client, None, Some(env)).unwrap()
+        Settings::from_pairs(Purpose::Client, pairs).unwrap()
     }
 
     fn resolve(inputs: &[&str]) -> Result<Vec<String>, UsageError> {

@@ -19,9 +19,10 @@ use crate::nats::connection::{self, ConnectError, Patience};
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
-use crate::settings::{
-    HEADER_RESERVE_BYTES, JetStreamSettings, NatsSettings, Storage, WebhookConfig,
-};
+use crate::settings::{JetStreamSettings, NatsSettings, Storage, WebhookConfig};
+
+/// Room kept for NATS headers inside the server's `max_payload`.
+pub const HEADER_RESERVE_BYTES: usize = 4096;
 
 /// Why the bridge could not start publishing.
 #[derive(Debug, thiserror::Error)]

@@ -35,12 +35,17 @@ fn compose_spec_errors(doc: &Value) -> Option<String> {
 
 /// The settings a bridge would load from `env` alone (no config file).
 fn settings_from(env: &BTreeMap<String, String>) -> Result<Settings, String> {
+    settings_for(Purpose::Bridge, env)
+}
+
+/// The settings `env` gives a process loading them for `purpose`.
+fn settings_for(purpose: Purpose, env: &BTreeMap<String, String>) -> Result<Settings, String> {
     let map = env
         .iter()
         .filter(|(k, _)| k.starts_with("FASTPIX_BRIDGE__"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Settings::load_from(None, Some(map)).map_err(|e| e.to_string())
+    Settings::load_for(purpose, None, Some(map)).map_err(|e| e.to_string())
 }
 
 /// The `NATS_SERVER_VERSION` the scripts install for the tests.
@@ -280,7 +285,7 @@ fn compose_runs_the_inspector_on_loopback_8090_with_a_token_checked_on_its_admin
         settings.inspect.token.is_some(),
         "it listens off loopback, so needs a token"
     );
-    settings.inspect.check().expect("the inspector would start");
+    settings_for(Purpose::Inspector, &inspector.environment()).expect("the inspector would start");
     assert_eq!(
         settings.inspect.bridge_url.as_deref(),
         Some("http://bridge:8080/webhooks/fastpix")

@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use fastpix_nats_bridge::bridge::startup::Application;
-use fastpix_nats_bridge::settings::Settings;
+use fastpix_nats_bridge::settings::{Purpose, Settings, SettingsError};
 use hmac::{KeyInit, Mac};
 
 /// Development secret used by tests; base64 of "test-signing-secret-0123456789".
@@ -346,6 +346,15 @@ impl Drop for NatsServer {
 /// secret, plus `overrides` as `FASTPIX_BRIDGE__…` variables (the real
 /// loading path).
 pub fn test_settings(nats_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    test_settings_for(Purpose::Bridge, nats_url, overrides).expect("test settings are valid")
+}
+
+/// As [`test_settings`], loaded for `purpose` (the inspector checks its own rules).
+pub fn test_settings_for(
+    purpose: Purpose,
+    nats_url: &str,
+    overrides: &[(&str, &str)],
+) -> Result<Settings, SettingsError> {
     let mut env: config::Map<String, String> = [
         ("FASTPIX_BRIDGE__HTTP__LISTEN", "127.0.0.1:0"),
         ("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0"),
@@ -360,7 +369,7 @@ pub fn test_settings(nats_url: &str, overrides: &[(&str, &str)]) -> Settings {
     for (k, v) in overrides {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    Settings::load_from(None, Some(env)).expect("test settings are valid")
+    Settings::load_for(purpose, None, Some(env))
 }
 
 /// A bridge running inside the test process.

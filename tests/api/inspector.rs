@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use fastpix_nats_bridge::cli::inspect::test_sender;
 use fastpix_nats_bridge::inspect::Inspector;
-use fastpix_nats_bridge::settings::Settings;
+use fastpix_nats_bridge::settings::{Purpose, Settings};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -46,10 +46,7 @@ impl TestInspector {
         if let Some(u) = &url {
             overrides.push(("FASTPIX_BRIDGE__INSPECT__BRIDGE_URL", u.as_str()));
         }
-        let settings: Settings = test_settings(nats_url, &overrides);
-        settings
-            .inspect
-            .check()
+        let settings: Settings = test_settings_for(Purpose::Inspector, nats_url, &overrides)
             .expect("inspector settings are valid");
         let inspector = Inspector::build(&settings, TOKEN.to_owned(), Some(test_sender(&settings)))
             .await

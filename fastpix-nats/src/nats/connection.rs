@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions};
+use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::settings::NatsSettings;
@@ -128,10 +129,10 @@ async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, Conn
                 })?;
     }
     if let Some(token) = &nats.token {
-        options = options.token(token.clone());
+        options = options.token(token.expose_secret().to_owned());
     }
     if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
-        options = options.user_and_password(user.clone(), password.clone());
+        options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
     }
     if let Some(ca) = &nats.tls_ca_file {
         options = options.add_root_certificates(ca.clone()).require_tls(true);

@@ -1,13 +1,43 @@
-//! A webhook's signing secrets, as configured inline or in a file, held so
-//! that a reload swaps the whole set at once: a request loads one set and is
-//! verified against it alone, never a mix of old and new.
+//! `[secrets]`, and a webhook's signing secrets, as configured inline or in
+//! a file, held so that a reload swaps the whole set at once: a request loads
+//! one set and is verified against it alone, never a mix of old and new.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use serde::Deserialize;
 
+use super::{SettingsError, invalid};
 use crate::fastpix::signature::{SigningSecret, Verifier};
+
+/// `[secrets]`: how signing secrets files are watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// How often every `signing_secrets_file` is checked for a change
+    /// (SIGHUP reloads at once).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SecretsSettings {
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        if self.check_interval.is_zero() {
+            return Err(invalid("secrets.check_interval", "must be above 0"));
+        }
+        Ok(())
+    }
+}
 
 /// Why a secrets file could not be (re)loaded. Names the file and the line,
 /// never a secret.
