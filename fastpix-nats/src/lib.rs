@@ -1,7 +1,11 @@
 //! fastpix-nats: what a service consuming FastPix events from NATS needs,
 //! without the bridge's HTTP server.
 //!
-//! The folders are layers, each importing only those listed before it:
+//! The folders are layers (the bridge's, less those of the server); a
+//! folder imports only folders of lower layers:
+//!
+//! Layers, lowest first: fastpix → settings → ops → nats → consumer
+//!
 //! [`fastpix`] is what FastPix sends (envelope, signature, subject mapping,
 //! the one event catalog) and depends on nothing else in the crate;
 //! [`settings`] loads and validates the bridge's configuration, which its

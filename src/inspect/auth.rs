@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
+use crate::inspect::error::ApiError;
+
 pub const COOKIE: &str = "fastpix_inspector";
 
 #[derive(Clone)]
@@ -92,14 +94,11 @@ pub async fn require(State(auth): State<Auth>, request: Request, next: Next) -> 
         Some(Via::Cookie) if request.method() != Method::POST || same_origin(request.headers()) => {
             next.run(request).await
         }
-        Some(Via::Cookie) => crate::inspect::api::error(
-            StatusCode::FORBIDDEN,
-            "actions by cookie must come from the inspector's page",
-        ),
+        Some(Via::Cookie) => ApiError::CrossOrigin.into_response(),
         None if request.method() == Method::GET && request.uri().path() == "/" => {
             (StatusCode::UNAUTHORIZED, login_page()).into_response()
         }
-        None => crate::inspect::api::error(StatusCode::UNAUTHORIZED, "token required"),
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 

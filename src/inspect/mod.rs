@@ -10,6 +10,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod consumers;
+pub mod error;
 pub mod index;
 pub mod live;
 pub mod query;

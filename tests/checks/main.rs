@@ -1,7 +1,9 @@
-//! Checks of the repository itself that start no server: the lean consumer
-//! crate builds on its own. All modules build into one test binary.
+//! Checks of the repository itself that start no server: the layering of
+//! the source, and the consumer crate building on its own. All modules
+//! build into one test binary.
 
 mod consumer_crate;
+mod layering;
 
 use std::path::{Path, PathBuf};
 
