@@ -1,8 +1,9 @@
 //! HTTP routes: the public router (the webhook endpoint, `/healthz`,
 //! `/readyz`) and the admin router (`/metrics`, `/healthz`, `/readyz`).
+//! Which deliveries are handled now is [`admission`](crate::bridge::admission)'s
+//! call; what happens to one is [`ingest`](crate::bridge::ingest)'s.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -15,20 +16,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::bridge::admission::Admission;
 use crate::bridge::error::WebhookError;
-use crate::bridge::ingest::{self, Accepted, Delivery};
+use crate::bridge::ingest::{self, Accepted, WebhookDelivery};
 use crate::bridge::refused::{Refusals, Seen};
 use crate::fastpix::signature::SIGNATURE_HEADER;
 use crate::nats::headers;
 use crate::nats::publisher::Publisher;
 use crate::nats::sink::Sink;
 use crate::ops::metrics::Metrics;
-use crate::ops::outcome::Outcome;
-use crate::settings::WebhookConfig;
+use crate::ops::outcome::DeliveryOutcome;
+use crate::settings::{HttpSettings, WebhookConfig};
 
 /// What every handler shares. `S` is where events are stored: the JetStream
 /// publisher, or an in-memory sink in the delivery rules' tests.
@@ -37,21 +38,31 @@ pub struct AppState<S = Publisher> {
     /// Every webhook served; a route knows its webhook by its index here.
     pub webhooks: Arc<[WebhookConfig]>,
     pub publisher: S,
-    /// Bounds the deliveries handled at once (`http.max_in_flight`).
-    pub in_flight: Arc<Semaphore>,
-    /// Deliveries waiting for a slot now, bounded by `max_queued`.
-    pub queued: Arc<AtomicUsize>,
-    /// `http.queue_timeout`.
-    pub queue_timeout: Duration,
-    /// `http.max_queued`.
-    pub max_queued: usize,
-    /// `http.body_timeout`.
-    pub body_timeout: Duration,
-    /// Bounds the connections lingering after an early answer at once.
-    pub lingering: Arc<Semaphore>,
+    /// Slots, the line for them, and lingering after early answers.
+    pub admission: Admission,
     pub metrics: Metrics,
     /// Records refused deliveries for the inspector.
     pub refusals: Refusals,
+}
+
+impl<S> AppState<S> {
+    /// The state of a bridge serving `webhooks` into `publisher`, admitting
+    /// deliveries as `http` says.
+    pub fn new(
+        webhooks: Arc<[WebhookConfig]>,
+        publisher: S,
+        http: &HttpSettings,
+        metrics: Metrics,
+        refusals: Refusals,
+    ) -> Self {
+        AppState {
+            webhooks,
+            publisher,
+            admission: Admission::new(http, metrics.clone()),
+            metrics,
+            refusals,
+        }
+    }
 }
 
 /// The largest unsigned body read (when `webhook.allow_unsigned` is false).
@@ -60,16 +71,6 @@ pub struct AppState<S = Publisher> {
 /// bytes, and 64 is where the probe check itself stops looking. Anything
 /// larger is refused (`401`) without being buffered.
 pub const UNSIGNED_MAX_BYTES: usize = 64;
-
-/// After an early answer (`413`, `401`, `503`, `408`) the rest of the body is
-/// read and thrown away for at most this long and this much before the
-/// connection is closed, as nginx's lingering close does. Closing at once
-/// with unread bytes makes the kernel send a reset, and a client that writes
-/// its whole body before reading (Python's urllib, many others) then sees a
-/// broken pipe instead of the answer. Discarded bytes go through one small
-/// buffer, and no slot is held; at most 64 connections linger at once.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The public router, the one FastPix reaches; tests can drive it without a socket.
 pub fn app<S: Sink>(state: AppState<S>) -> Router {
@@ -139,18 +140,18 @@ async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Reques
     let (outcome, mut response) = span.in_scope(|| match result {
         Ok(Accepted::Published { stored, family }) => {
             let outcome = if stored.duplicate {
-                Outcome::Duplicate
+                DeliveryOutcome::Duplicate
             } else {
                 state.metrics.event_published(index, family);
-                Outcome::Published
+                DeliveryOutcome::Published
             };
             tracing::debug!(%outcome, seq = stored.seq, "event stored");
             (outcome, (StatusCode::OK, Json(stored)).into_response())
         }
         Ok(Accepted::Probe) => {
-            tracing::info!(webhook = webhook.name.as_str(), outcome = %Outcome::Probe, "validation probe answered");
+            tracing::info!(webhook = webhook.name.as_str(), outcome = %DeliveryOutcome::Probe, "validation probe answered");
             let body = Json(serde_json::json!({ "probe": true }));
-            (Outcome::Probe, (StatusCode::OK, body).into_response())
+            (DeliveryOutcome::Probe, (StatusCode::OK, body).into_response())
         }
         Err(e) => {
             let outcome = e.outcome();
@@ -172,36 +173,14 @@ async fn receive<S: Sink>(state: Arc<AppState<S>>, index: usize, request: Reques
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        if let Ok(permit) = state.lingering.clone().try_acquire_owned() {
-            let time = LINGER_TIME.min(state.body_timeout);
-            tokio::spawn(async move {
-                linger(unread, time).await;
-                drop(permit);
-            });
-        }
+        state.admission.linger(unread);
     }
     state.metrics.request(index, outcome, started.elapsed());
     response
 }
 
-/// Reads and discards what is left of a body, within `time` and [`LINGER_BYTES`].
-async fn linger(mut body: Body, time: Duration) {
-    let drain = async {
-        let mut discarded = 0u64;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                discarded += data.len() as u64;
-                if discarded > LINGER_BYTES {
-                    break;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(time, drain).await;
-}
-
 /// Takes `body` when it reads it to the end; an early answer leaves it for
-/// [`linger`]. `read` gets the body once read, for the refusal record.
+/// [`Admission::linger`]. `read` gets the body once read, for the refusal record.
 async fn handle<S: Sink>(
     state: &AppState<S>,
     webhook: &WebhookConfig,
@@ -233,9 +212,14 @@ async fn handle<S: Sink>(
     }
 
     // A slot before a byte of the body is read: waiting requests hold none.
-    let _permit = acquire_slot(state).await?;
+    let _permit = state
+        .admission
+        .slot()
+        .await
+        .map_err(|_| WebhookError::Overloaded)?;
     let read_limit = if unsigned { UNSIGNED_MAX_BYTES } else { limit };
-    let bytes = match read_body(body, declared, read_limit, state.body_timeout).await {
+    let timeout = state.admission.body_timeout();
+    let bytes = match read_body(body, declared, read_limit, timeout).await {
         Err(WebhookError::TooLarge { .. }) if unsigned => return Err(WebhookError::Unsigned),
         other => other?,
     };
@@ -246,7 +230,7 @@ async fn handle<S: Sink>(
     let result = ingest::ingest(
         webhook,
         &state.publisher,
-        Delivery {
+        WebhookDelivery {
             signature,
             traceparent,
             body: &bytes,
@@ -257,36 +241,6 @@ async fn handle<S: Sink>(
         *read = Some(bytes);
     }
     result
-}
-
-/// Counts a waiting request in [`AppState::queued`] while it lives.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A slot of `http.max_in_flight`: at once when one is free, else after
-/// waiting in line (tokio's semaphore serves waiters first come, first
-/// served, and a newcomer never takes a slot ahead of them) for at most
-/// `http.queue_timeout`, behind at most `http.max_queued` others.
-async fn acquire_slot<S>(state: &AppState<S>) -> Result<OwnedSemaphorePermit, WebhookError> {
-    if let Ok(permit) = state.in_flight.clone().try_acquire_owned() {
-        return Ok(permit);
-    }
-    let ahead = state.queued.fetch_add(1, Ordering::Relaxed);
-    let _queued = Queued(&state.queued);
-    if ahead >= state.max_queued || state.queue_timeout.is_zero() {
-        return Err(WebhookError::Overloaded);
-    }
-    let _wait = state.metrics.waiting_for_slot();
-    match tokio::time::timeout(state.queue_timeout, state.in_flight.clone().acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        // Timed out, or the semaphore closed (never: it is not closed).
-        _ => Err(WebhookError::Overloaded),
-    }
 }
 
 /// Reads at most `limit` bytes (chunked or not) within `timeout`, into one

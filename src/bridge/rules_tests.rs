@@ -24,7 +24,7 @@ use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::headers;
 use crate::nats::sink::{Outgoing, PublishError, Sink, Stored};
 use crate::ops::metrics::{EVENTS_PUBLISHED_TOTAL, Metrics, REQUESTS_TOTAL};
-use crate::settings::{Secrets, WebhookConfig};
+use crate::settings::{HttpSettings, Secrets, WebhookConfig};
 
 const PATH: &str = "/webhooks/fastpix";
 const SECRET: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
@@ -154,27 +154,25 @@ struct Bridge {
 fn bridge_with(sink: MemorySink, max_in_flight: usize, allow_unsigned: bool) -> Bridge {
     let metrics = Metrics::new();
     let secrets = vec![SigningSecret::from_base64(SECRET).unwrap()];
-    let state = AppState {
-        webhooks: Arc::new([WebhookConfig {
-            name: crate::settings::DEFAULT_WEBHOOK_NAME.to_owned(),
-            path: PATH.to_owned(),
-            secrets: Secrets::new(Verifier::new(secrets), None, allow_unsigned),
-            allow_unsigned,
-            prefix: SubjectPrefix::default(),
-            stream: STREAM.to_owned(),
-            cloudevents: None,
-        }]),
-        publisher: sink.clone(),
-        in_flight: Arc::new(Semaphore::new(max_in_flight)),
-        queued: Arc::default(),
+    let webhooks = Arc::new([WebhookConfig {
+        name: crate::settings::DEFAULT_WEBHOOK_NAME.to_owned(),
+        path: PATH.to_owned(),
+        secrets: Secrets::new(Verifier::new(secrets), None, allow_unsigned),
+        allow_unsigned,
+        prefix: SubjectPrefix::default(),
+        stream: STREAM.to_owned(),
+        cloudevents: None,
+    }]);
+    let http = HttpSettings {
+        max_in_flight,
         // Refuse at once when full, so a rule's refusal needs no waiting.
         queue_timeout: Duration::ZERO,
         max_queued: 0,
         body_timeout: Duration::from_secs(10),
-        lingering: Arc::new(Semaphore::new(64)),
-        metrics: metrics.clone(),
-        refusals: crate::bridge::refused::Refusals::disabled(metrics.clone()),
+        ..HttpSettings::default()
     };
+    let refusals = crate::bridge::refused::Refusals::disabled(metrics.clone());
+    let state = AppState::new(webhooks, sink.clone(), &http, metrics.clone(), refusals);
     Bridge {
         router: app(state.clone()),
         admin: admin(state),

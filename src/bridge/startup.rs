@@ -3,17 +3,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::bridge::refused::Refusals;
 use crate::bridge::routes::{AppState, admin, app};
 use crate::nats::publisher::{Publisher, PublisherError};
 use crate::ops::metrics::Metrics;
-use crate::ops::serve::{BindError, Timeouts, bind, serve};
+use crate::ops::serve::{ListenError, Timeouts, bind, serve};
 use crate::settings::Settings;
 
 /// How often recorded durations are folded into the histograms. They are
@@ -21,15 +19,10 @@ use crate::settings::Settings;
 /// keeps memory flat under load: at 25k requests/s, 1 s holds ~800 KB.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Connections allowed to linger after an early answer at once; beyond it a
-/// connection is closed at once, as before lingering existed. With
-/// [`READ_BUFFER_MAX`](crate::ops::serve::READ_BUFFER_MAX) that bounds lingering to 4 MiB.
-const LINGERING_MAX: usize = 64;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Bind(#[from] BindError),
+    Bind(#[from] ListenError),
     #[error(transparent)]
     Nats(#[from] PublisherError),
 }
@@ -71,18 +64,13 @@ impl Application {
             &refusal_settings,
             metrics.clone(),
         );
-        let state = AppState {
-            refusals,
-            webhooks: settings.webhooks.clone().into(),
+        let state = AppState::new(
+            settings.webhooks.clone().into(),
             publisher,
-            in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
-            queued: Arc::default(),
-            lingering: Arc::new(Semaphore::new(LINGERING_MAX)),
-            queue_timeout: settings.http.queue_timeout,
-            max_queued: settings.http.max_queued,
-            body_timeout: settings.http.body_timeout,
+            &settings.http,
             metrics,
-        };
+            refusals,
+        );
         Ok(Self {
             listener,
             admin_listener,
