@@ -1,13 +1,14 @@
-//! The inspector's HTTP side: the page, the JSON API (shapes in
-//! docs/inspector.md) and the admin router. Every error is one line of JSON.
-
-// Helpers return the finished error `Response`, which handlers pass on as is.
-#![allow(clippy::result_large_err)]
+//! The inspector's HTTP side: the page, the JSON API and the admin router.
+//! Each handler answers a typed body that serializes to the shape
+//! docs/inspector.md documents, or an [`ApiError`]: one line of JSON. What a
+//! query means is [`query`](crate::inspect::query)'s; this file reads and
+//! answers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,42 +16,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::fastpix::catalog::Family;
-use crate::fastpix::subject::SubjectFilter;
-use crate::inspect::auth;
-use crate::inspect::consumers::{self, ReplayFrom};
-use crate::inspect::index::Granularity;
-use crate::inspect::query::{EventSummary, Stored, filter_matches, rfc3339};
-use crate::inspect::{Shared, assets};
+use crate::inspect::consumers::{self, ConsumerState, ReplayFrom};
+use crate::inspect::error::ApiError;
+use crate::inspect::query::{
+    ChartPoint, EventPlan, EventQuery, Lookup, PageQuery, Window, overview_buckets, tally,
+    time_param,
+};
+use crate::inspect::reader::{EventSummary, ReadError, StoredMessage, rfc3339};
+use crate::inspect::{SendAnswer, Shared, assets, auth};
 use crate::nats::dead_letters::LetterFields;
 use crate::nats::headers;
 
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 500;
-
 type St = State<Arc<Shared>>;
-
-/// One line of JSON: `{"error": "..."}`.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::warn!(error = %e, "inspector request failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "NATS did not answer; retry later",
-    )
-}
-
-fn bad(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, &message.into())
-}
+type Answer<T> = Result<Json<T>, ApiError>;
 
 /// The page and the API; everything but `/login` needs the token.
 pub fn app(shared: Arc<Shared>) -> Router {
@@ -81,12 +64,12 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such path")
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such path")
 }
 
-async fn method_not_allowed() -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 async fn security_headers(mut response: Response) -> Response {
@@ -113,7 +96,7 @@ async fn page() -> Response {
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
-    assets::get(&name).unwrap_or_else(|| error(StatusCode::NOT_FOUND, "no such asset"))
+    assets::get(&name).unwrap_or_else(|| ApiError::NotFound("no such asset").into_response())
 }
 
 #[derive(Deserialize)]
@@ -154,199 +137,135 @@ async fn logout() -> Response {
         .into_response()
 }
 
-/// A limit as asked, defaulted and bounded.
-fn limit_of(asked: Option<usize>) -> Result<usize, Response> {
-    match asked {
-        None => Ok(DEFAULT_LIMIT),
-        Some(0) => Err(bad("limit must be from 1 to 500")),
-        Some(n) if n > MAX_LIMIT => Err(bad("limit must be from 1 to 500")),
-        Some(n) => Ok(n),
-    }
+/// The parameters of a query string, or the `400` for a malformed one.
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|_| ApiError::bad("unknown or malformed query parameter"))
 }
 
-/// RFC 3339, or a duration meaning that long ago (`2h`).
-fn time_param(name: &str, value: &str) -> Result<OffsetDateTime, Response> {
-    if let Ok(t) = OffsetDateTime::parse(value.trim(), &Rfc3339) {
-        return Ok(t);
-    }
-    match humantime::parse_duration(value.trim()) {
-        Ok(d) => Ok(OffsetDateTime::now_utc() - d),
-        Err(_) => Err(bad(format!(
-            "{name} must be an RFC 3339 time or a duration such as 2h"
-        ))),
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EventQuery {
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    family: Option<String>,
-    subject: Option<String>,
-    object: Option<String>,
-    id: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    before_seq: Option<u64>,
-    limit: Option<usize>,
-}
-
-fn blank(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+/// A page of events and where the next one ends.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    pub events: Vec<EventSummary>,
+    pub next_before_seq: Option<u64>,
 }
 
 async fn events(
     State(shared): St,
-    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return bad("unknown or malformed query parameter");
-    };
-    match find_events(&shared, &q).await {
-        Ok((found, next)) => {
-            let events: Vec<EventSummary> = found.iter().map(EventSummary::of).collect();
-            Json(json!({ "events": events, "next_before_seq": next })).into_response()
-        }
-        Err(r) => r,
-    }
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Answer<EventsPage> {
+    let q = params(query)?;
+    let plan = EventPlan::new(&q, &shared.prefix, OffsetDateTime::now_utc())?;
+    let (found, next) = find_events(&shared, &plan).await?;
+    Ok(Json(EventsPage {
+        events: found.iter().map(EventSummary::of).collect(),
+        next_before_seq: next,
+    }))
 }
 
+/// Runs `plan`: its time bounds as sequences, then the index or a scan.
 async fn find_events(
     shared: &Shared,
-    q: &EventQuery,
-) -> Result<(Vec<Stored>, Option<u64>), Response> {
-    let limit = limit_of(q.limit)?;
-    let prefix = &shared.prefix;
-    let mut checks: Vec<Vec<SubjectFilter>> = Vec::new();
-    for (name, value) in [
-        ("type", blank(&q.event_type)),
-        ("subject", blank(&q.subject)),
-    ] {
-        if let Some(v) = value {
-            let f = prefix.filter(v).map_err(|e| bad(format!("{name}: {e}")))?;
-            checks.push(vec![f]);
-        }
-    }
-    if let Some(name) = blank(&q.family) {
-        let family = Family::from_name(name).ok_or_else(|| {
-            let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-            bad(format!("family must be one of {}", names.join(", ")))
-        })?;
-        checks.push(family.filters(prefix));
-    }
-    let object = blank(&q.object).map(str::to_owned);
-    let id = blank(&q.id).map(str::to_owned);
-    let keep = |m: &Stored| {
-        checks.iter().all(|fs| filter_matches(fs, &m.subject))
-            && object
-                .as_ref()
-                .is_none_or(|o| m.header(headers::OBJECT_ID).as_ref() == Some(o))
-            && id
-                .as_ref()
-                .is_none_or(|i| m.header(headers::EVENT_ID).as_ref() == Some(i))
-    };
+    plan: &EventPlan,
+) -> Result<(Vec<StoredMessage>, Option<u64>), ApiError> {
     let reader = &shared.events;
-    let lo = match blank(&q.since) {
-        Some(s) => {
-            let t = time_param("since", s)?;
-            reader.seq_at(t).await.map_err(internal)?
-        }
+    let lo = match plan.since {
+        Some(t) => reader.seq_at(t).await.map_err(ApiError::nats)?,
         None => 1,
     };
-    let mut hi = q.before_seq.unwrap_or(u64::MAX);
-    if let Some(u) = blank(&q.until) {
-        let t = time_param("until", u)?;
+    let mut hi = plan.before_seq.unwrap_or(u64::MAX);
+    if let Some(until) = plan.until {
         let bound = reader
-            .seq_at(t + Duration::from_nanos(1))
+            .seq_at(EventPlan::until_bound(until))
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::nats)?;
         hi = hi.min(bound);
     }
-    let in_range = |seq: u64| seq >= lo && seq < hi;
-    // By id or object: through the index, never a scan.
-    let indexed: Option<Vec<u64>> = if let Some(i) = &id {
-        let index = shared.index().ok_or_else(index_not_ready)?;
-        Some(
-            index
-                .event_seq(i)
+    let seqs = match plan.lookup() {
+        Lookup::Id(id) => index(shared)?
+            .event_seq(&id)
+            .await
+            .map_err(ApiError::nats)?
+            .into_iter()
+            .collect(),
+        Lookup::Object(object) => index(shared)?
+            .object_seqs(&object)
+            .await
+            .map_err(ApiError::nats)?,
+        Lookup::Scan(server) => {
+            let hi = (hi != u64::MAX).then_some(hi);
+            let keep = |m: &StoredMessage| plan.keeps(m);
+            return reader
+                .page(&server, &keep, lo, hi, plan.limit)
                 .await
-                .map_err(internal)?
-                .into_iter()
-                .collect(),
-        )
-    } else if let Some(o) = &object {
-        let index = shared.index().ok_or_else(index_not_ready)?;
-        Some(index.object_seqs(o).await.map_err(internal)?)
+                .map_err(ApiError::nats);
+        }
+    };
+    let mut found = Vec::new();
+    let mut rest = EventPlan::candidates(seqs, lo, hi).into_iter();
+    for seq in rest.by_ref() {
+        if let Some(m) = reader.get(seq).await.map_err(ApiError::nats)?
+            && plan.keeps(&m)
+        {
+            found.push(m);
+            if found.len() == plan.limit {
+                break;
+            }
+        }
+    }
+    let next = if rest.next().is_some() {
+        found.last().map(|m| m.seq)
     } else {
         None
     };
-    if let Some(seqs) = indexed {
-        let mut candidates: Vec<u64> = seqs.into_iter().filter(|&s| in_range(s)).collect();
-        candidates.reverse();
-        let mut found = Vec::new();
-        let mut rest = candidates.into_iter();
-        for seq in rest.by_ref() {
-            if let Some(m) = reader.get(seq).await.map_err(internal)?
-                && keep(&m)
-            {
-                found.push(m);
-                if found.len() == limit {
-                    break;
-                }
-            }
-        }
-        let next = if rest.next().is_some() {
-            found.last().map(|m| m.seq)
-        } else {
-            None
-        };
-        return Ok((found, next));
-    }
-    let server: Vec<String> = checks
-        .first()
-        .map(|fs| fs.iter().map(|f| f.as_str().to_owned()).collect())
-        .unwrap_or_default();
-    let hi = (hi != u64::MAX).then_some(hi);
-    reader
-        .page(&server, &keep, lo, hi, limit)
+    Ok((found, next))
+}
+
+fn index(shared: &Shared) -> Result<crate::inspect::index::Index, ApiError> {
+    shared.index().ok_or(ApiError::IndexNotReady)
+}
+
+/// One stored event, whole.
+#[derive(Debug, Serialize)]
+pub struct EventDetail {
+    pub seq: u64,
+    pub subject: String,
+    pub stored_at: String,
+    pub headers: serde_json::Map<String, Value>,
+    pub payload: String,
+}
+
+async fn event(State(shared): St, Path(seq): Path<String>) -> Answer<EventDetail> {
+    let seq = seq
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad("seq must be a stream sequence number"))?;
+    let m = shared
+        .events
+        .get(seq)
         .await
-        .map_err(internal)
+        .map_err(ApiError::nats)?
+        .ok_or(ApiError::NotFound("no event with this sequence"))?;
+    Ok(Json(EventDetail {
+        seq: m.seq,
+        subject: m.subject.clone(),
+        stored_at: rfc3339(m.stored_at),
+        headers: m.header_map(),
+        payload: String::from_utf8_lossy(&m.payload).into_owned(),
+    }))
 }
 
-fn index_not_ready() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the index is not open yet; retry later",
-    )
+/// An object's timeline.
+#[derive(Debug, Serialize)]
+pub struct ObjectEvents {
+    pub events: Vec<EventSummary>,
 }
 
-async fn event(State(shared): St, Path(seq): Path<String>) -> Response {
-    let Ok(seq) = seq.parse::<u64>() else {
-        return bad("seq must be a stream sequence number");
-    };
-    match shared.events.get(seq).await {
-        Ok(Some(m)) => Json(json!({
-            "seq": m.seq,
-            "subject": m.subject,
-            "stored_at": rfc3339(m.stored_at),
-            "headers": m.header_map(),
-            "payload": String::from_utf8_lossy(&m.payload),
-        }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no event with this sequence"),
-        Err(e) => internal(e),
-    }
-}
-
-async fn object_events(State(shared): St, Path(object_id): Path<String>) -> Response {
-    let Some(index) = shared.index() else {
-        return index_not_ready();
-    };
-    let seqs = match index.object_seqs(&object_id).await {
-        Ok(s) => s,
-        Err(e) => return internal(e),
-    };
+async fn object_events(State(shared): St, Path(object_id): Path<String>) -> Answer<ObjectEvents> {
+    let seqs = index(&shared)?
+        .object_seqs(&object_id)
+        .await
+        .map_err(ApiError::nats)?;
     let reader = shared.events.clone();
     let fetched: Vec<_> = futures_util::stream::iter(seqs)
         .map(|seq| {
@@ -358,15 +277,13 @@ async fn object_events(State(shared): St, Path(object_id): Path<String>) -> Resp
         .await;
     let mut events = Vec::new();
     for m in fetched {
-        match m {
-            Ok(Some(m)) if m.header(headers::OBJECT_ID).as_deref() == Some(&object_id) => {
-                events.push(EventSummary::of(&m));
-            }
-            Ok(_) => {}
-            Err(e) => return internal(e),
+        if let Some(m) = m.map_err(ApiError::nats)?
+            && m.header(headers::OBJECT_ID).as_deref() == Some(&object_id)
+        {
+            events.push(EventSummary::of(&m));
         }
     }
-    Json(json!({ "events": events })).into_response()
+    Ok(Json(ObjectEvents { events }))
 }
 
 async fn live(State(shared): St) -> Response {
@@ -385,64 +302,106 @@ async fn live(State(shared): St) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageQuery {
-    limit: Option<usize>,
-    before_seq: Option<u64>,
+/// A page of refusal records.
+#[derive(Debug, Serialize)]
+pub struct RefusedPage {
+    pub stream: String,
+    pub refused: Vec<RefusedRecord>,
+    pub next_before_seq: Option<u64>,
 }
 
-/// A page's size and where it ends, or the `400` to answer.
-fn page_of(
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<(usize, Option<u64>), Response> {
-    let Ok(Query(q)) = query else {
-        return Err(bad("unknown or malformed query parameter"));
-    };
-    Ok((limit_of(q.limit)?, q.before_seq))
+/// A refusal record as the bridge wrote it, with where it is stored.
+#[derive(Debug, Serialize)]
+pub struct RefusedRecord {
+    #[serde(flatten)]
+    pub record: serde_json::Map<String, Value>,
+    pub seq: u64,
+    pub stored_at: String,
+}
+
+/// No stream yet: nothing was ever stored there.
+fn none_yet<T>(
+    read: Result<(Vec<T>, Option<u64>), ReadError>,
+) -> Result<(Vec<T>, Option<u64>), ApiError> {
+    match read {
+        Err(ReadError::NoStream(_)) => Ok((Vec::new(), None)),
+        other => other.map_err(ApiError::nats),
+    }
 }
 
 async fn refused(
     State(shared): St,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let (limit, before_seq) = match page_of(query) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Answer<RefusedPage> {
+    let (limit, before_seq) = params(query)?.page()?;
     let page = shared
         .refused
         .page(&[], &|_| true, 1, before_seq, limit)
         .await;
-    let (found, next) = match page {
-        Ok(p) => p,
-        Err(crate::inspect::query::QueryError::NoStream(_)) => (Vec::new(), None),
-        Err(e) => return internal(e),
-    };
-    let records: Vec<Value> = found
+    let (found, next) = none_yet(page)?;
+    let refused = found
         .iter()
         .map(|m| {
             let mut record = serde_json::from_slice::<serde_json::Map<String, Value>>(&m.payload)
                 .unwrap_or_default();
-            record.insert("seq".to_owned(), m.seq.into());
-            record.insert("stored_at".to_owned(), rfc3339(m.stored_at).into());
-            Value::Object(record)
+            record.remove("seq");
+            record.remove("stored_at");
+            RefusedRecord {
+                record,
+                seq: m.seq,
+                stored_at: rfc3339(m.stored_at),
+            }
         })
         .collect();
-    Json(json!({ "stream": shared.refused.name, "refused": records, "next_before_seq": next }))
-        .into_response()
+    Ok(Json(RefusedPage {
+        stream: shared.refused.name.clone(),
+        refused,
+        next_before_seq: next,
+    }))
+}
+
+/// Bodies kept on `<prefix>.invalid`, and the consumers' dead letters.
+#[derive(Debug, Serialize)]
+pub struct DeadLetters {
+    pub invalid: Vec<InvalidBody>,
+    pub consumer: Vec<ConsumerDeadLetter>,
+    /// Absent until a worker first kept a dead letter.
+    pub dead_letter_stream: Option<String>,
+}
+
+/// A signed body that was not a routable event.
+#[derive(Debug, Serialize)]
+pub struct InvalidBody {
+    pub seq: u64,
+    pub stored_at: String,
+    pub reason: Option<String>,
+    pub size: usize,
+    pub payload: String,
+}
+
+/// An event a consumer gave up on.
+#[derive(Debug, Serialize)]
+pub struct ConsumerDeadLetter {
+    pub seq: u64,
+    pub stored_at: String,
+    pub subject: String,
+    pub consumer: Option<String>,
+    pub reason: Option<String>,
+    pub deliveries: Option<String>,
+    pub last_error: Option<String>,
+    pub stream_seq: Option<String>,
+    pub original_subject: Option<String>,
+    pub size: usize,
+    pub payload: String,
 }
 
 async fn dead_letters(
     State(shared): St,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let (limit, _) = match page_of(query) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Answer<DeadLetters> {
+    let (limit, _) = params(query)?.page()?;
     let invalid_subject = shared.prefix.invalid_subject().into_string();
-    let invalid = match shared
+    let (invalid, _) = shared
         .events
         .page(
             std::slice::from_ref(&invalid_subject),
@@ -452,88 +411,96 @@ async fn dead_letters(
             limit,
         )
         .await
-    {
-        Ok((found, _)) => found,
-        Err(e) => return internal(e),
-    };
-    let invalid: Vec<Value> = invalid
+        .map_err(ApiError::nats)?;
+    let invalid = invalid
         .iter()
-        .map(|m| {
-            json!({
-                "seq": m.seq,
-                "stored_at": rfc3339(m.stored_at),
-                "reason": m.header(headers::BRIDGE_ERROR),
-                "size": m.payload.len(),
-                "payload": String::from_utf8_lossy(&m.payload),
-            })
+        .map(|m| InvalidBody {
+            seq: m.seq,
+            stored_at: rfc3339(m.stored_at),
+            reason: m.header(headers::BRIDGE_ERROR),
+            size: m.payload.len(),
+            payload: String::from_utf8_lossy(&m.payload).into_owned(),
         })
         .collect();
-    let (exists, consumer) = match shared.dead.page(&[], &|_| true, 1, None, limit).await {
+    let (exists, letters) = match shared.dead.page(&[], &|_| true, 1, None, limit).await {
         Ok((found, _)) => (true, found),
-        Err(crate::inspect::query::QueryError::NoStream(_)) => (false, Vec::new()),
-        Err(e) => return internal(e),
+        Err(ReadError::NoStream(_)) => (false, Vec::new()),
+        Err(e) => return Err(ApiError::nats(e)),
     };
-    let consumer: Vec<Value> = consumer
+    let consumer = letters
         .iter()
         .map(|m| {
             let f = LetterFields::read(|n| m.header(n));
-            json!({
-                "seq": m.seq,
-                "stored_at": rfc3339(m.stored_at),
-                "subject": m.subject,
-                "consumer": f.consumer,
-                "reason": f.reason,
-                "deliveries": f.deliveries,
-                "last_error": f.last_error,
-                "stream_seq": f.stream_seq,
-                "original_subject": f.subject,
-                "size": m.payload.len(),
-                "payload": String::from_utf8_lossy(&m.payload),
-            })
+            ConsumerDeadLetter {
+                seq: m.seq,
+                stored_at: rfc3339(m.stored_at),
+                subject: m.subject.clone(),
+                consumer: f.consumer,
+                reason: f.reason,
+                deliveries: f.deliveries,
+                last_error: f.last_error,
+                stream_seq: f.stream_seq,
+                original_subject: f.subject,
+                size: m.payload.len(),
+                payload: String::from_utf8_lossy(&m.payload).into_owned(),
+            }
         })
         .collect();
-    Json(json!({
-        "invalid": invalid,
-        "consumer": consumer,
-        "dead_letter_stream": exists.then_some(&shared.dead_letters.stream),
+    Ok(Json(DeadLetters {
+        invalid,
+        consumer,
+        dead_letter_stream: exists.then(|| shared.dead_letters.stream.clone()),
     }))
-    .into_response()
 }
 
-async fn consumer_list(State(shared): St) -> Response {
-    let list = match consumers::list(&shared.js, &shared.events.name, &shared.history).await {
-        Ok(l) => l,
-        Err(e) => return internal(e),
-    };
-    let dead = consumers::dead_letter_counts(&shared.js, &shared.dead_letters).await;
-    Json(json!({ "stream": shared.events.name, "consumers": list, "dead_letters": dead }))
-        .into_response()
+/// The durable consumers of the events stream.
+#[derive(Debug, Serialize)]
+pub struct Consumers {
+    pub stream: String,
+    pub consumers: Vec<ConsumerState>,
+    /// Dead letters kept per consumer.
+    pub dead_letters: BTreeMap<String, u64>,
 }
 
-fn family_name(event_type: &str) -> &'static str {
-    Family::of_type(event_type).map_or("other", |f| f.name())
+async fn consumer_list(State(shared): St) -> Answer<Consumers> {
+    let consumers = consumers::list(&shared.js, &shared.events.name, &shared.history)
+        .await
+        .map_err(ApiError::nats)?;
+    let dead_letters = consumers::dead_letter_counts(&shared.js, &shared.dead_letters).await;
+    Ok(Json(Consumers {
+        stream: shared.events.name.clone(),
+        consumers,
+        dead_letters,
+    }))
 }
 
-/// Per type, per family, and the total.
-type Window = (BTreeMap<String, u64>, BTreeMap<&'static str, u64>, u64);
+/// The overview: the stream, the index's backlog, counts and charts.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub now: String,
+    pub stream: StreamState,
+    pub index_pending: Option<u64>,
+    pub windows: BTreeMap<&'static str, Window>,
+    pub hourly: Vec<ChartPoint>,
+    pub daily: Vec<ChartPoint>,
+}
 
-async fn overview(State(shared): St) -> Response {
-    let Some(index) = shared.index() else {
-        return index_not_ready();
-    };
+/// The events stream as its info tells it.
+#[derive(Debug, Serialize)]
+pub struct StreamState {
+    pub name: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_stored_at: String,
+}
+
+async fn overview(State(shared): St) -> Answer<Overview> {
+    let index = index(&shared)?;
     let now = OffsetDateTime::now_utc();
-    let mut keys: Vec<(Granularity, OffsetDateTime)> = Vec::new();
-    for (g, n) in [
-        (Granularity::FiveMinutes, 12),
-        (Granularity::Hour, 24),
-        (Granularity::Day, 30),
-    ] {
-        let top = g.floor(now);
-        for i in (0..n).rev() {
-            keys.push((g, top - Duration::from_secs((g.seconds() * i) as u64)));
-        }
-    }
-    let counted: Vec<_> = futures_util::stream::iter(keys.clone())
+    let buckets = overview_buckets(now);
+    let counted: Vec<_> = futures_util::stream::iter(buckets.clone())
         .map(|(g, t)| {
             let index = index.clone();
             async move { index.counts(g, t).await }
@@ -541,78 +508,61 @@ async fn overview(State(shared): St) -> Response {
         .buffered(32)
         .collect()
         .await;
-    let mut windows: BTreeMap<&str, Window> = BTreeMap::new();
-    let mut hourly = Vec::new();
-    let mut daily = Vec::new();
-    for ((g, t), counts) in keys.into_iter().zip(counted) {
-        let counts = match counts {
-            Ok(c) => c,
-            Err(e) => return internal(e),
-        };
-        let window = match g {
-            Granularity::FiveMinutes => "hour",
-            Granularity::Hour => "day",
-            Granularity::Day => "month",
-        };
-        let mut families: BTreeMap<&str, u64> = BTreeMap::new();
-        let w = windows.entry(window).or_default();
-        for (t, n) in &counts.counts {
-            *w.0.entry(t.clone()).or_default() += n;
-            *w.1.entry(family_name(t)).or_default() += n;
-            *families.entry(family_name(t)).or_default() += n;
-            w.2 += n;
-        }
-        let point = json!({ "start": rfc3339(t), "families": families });
-        match g {
-            Granularity::Hour => hourly.push(point),
-            Granularity::Day => daily.push(point),
-            Granularity::FiveMinutes => {}
-        }
+    let mut read = Vec::with_capacity(buckets.len());
+    for ((g, t), counts) in buckets.into_iter().zip(counted) {
+        read.push((g, t, counts.map_err(ApiError::nats)?));
     }
-    let windows: BTreeMap<&str, Value> = windows
-        .into_iter()
-        .map(|(k, (types, families, total))| {
-            (
-                k,
-                json!({ "total": total, "types": types, "families": families }),
-            )
-        })
-        .collect();
-    let stream = match shared.events.info().await {
-        Ok(info) => json!({
-            "name": shared.events.name,
-            "messages": info.state.messages,
-            "bytes": info.state.bytes,
-            "first_seq": info.state.first_sequence,
-            "last_seq": info.state.last_sequence,
-            "first_stored_at": rfc3339(info.state.first_timestamp),
-        }),
-        Err(e) => return internal(e),
+    let tally = tally(read);
+    let info = shared.events.info().await.map_err(ApiError::nats)?;
+    let stream = StreamState {
+        name: shared.events.name.clone(),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_seq: info.state.first_sequence,
+        last_seq: info.state.last_sequence,
+        first_stored_at: rfc3339(info.state.first_timestamp),
     };
-    let index_pending = shared.index_pending().await;
-    Json(json!({
-        "now": rfc3339(now),
-        "stream": stream,
-        "index_pending": index_pending,
-        "windows": windows,
-        "hourly": hourly,
-        "daily": daily,
+    Ok(Json(Overview {
+        now: rfc3339(now),
+        stream,
+        index_pending: shared.index_pending().await,
+        windows: tally.windows,
+        hourly: tally.hourly,
+        daily: tally.daily,
     }))
-    .into_response()
 }
 
-async fn catalog(State(shared): St) -> Response {
-    let families: Vec<Value> = Family::ALL
+/// The families and types the page offers, and where it sends test events.
+#[derive(Debug, Serialize)]
+pub struct Catalog {
+    pub prefix: String,
+    pub stream: String,
+    pub families: Vec<CatalogFamily>,
+    pub bridge_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CatalogFamily {
+    pub name: &'static str,
+    pub patterns: &'static [&'static str],
+    pub types: Vec<&'static str>,
+}
+
+async fn catalog(State(shared): St) -> Json<Catalog> {
+    let families = Family::ALL
         .iter()
-        .map(|f| json!({ "name": f.name(), "patterns": f.patterns(), "types": f.seed_types() }))
+        .map(|f| CatalogFamily {
+            name: f.name(),
+            patterns: f.patterns(),
+            types: f.seed_types().to_vec(),
+        })
         .collect();
-    Json(json!({
-        "prefix": shared.prefix.as_str(),
-        "stream": shared.events.name,
-        "families": families,
-        "bridge_url": shared.bridge_url,
-    }))
-    .into_response()
+    Json(Catalog {
+        prefix: shared.prefix.as_str().to_owned(),
+        stream: shared.events.name.clone(),
+        families,
+        bridge_url: shared.bridge_url.clone(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -624,24 +574,21 @@ struct SendBody {
 
 async fn send_test(
     State(shared): St,
-    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Answer<SendAnswer> {
     let Ok(Json(body)) = body else {
-        return bad("expected {\"type\": \"<event type>\"}");
+        return Err(ApiError::bad("expected {\"type\": \"<event type>\"}"));
     };
     if !crate::fastpix::catalog::seed_types().any(|t| t == body.event_type) {
-        return bad("type must be one of the catalogued event types");
+        return Err(ApiError::bad(
+            "type must be one of the catalogued event types",
+        ));
     }
-    let Some(sender) = &shared.sender else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sending test events is not set up",
-        );
-    };
-    match sender(body.event_type).await {
-        Ok(answer) => Json(answer).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, &e),
-    }
+    let sender = shared.sender.as_ref().ok_or(ApiError::NoSender)?;
+    sender(body.event_type)
+        .await
+        .map(Json)
+        .map_err(ApiError::BadGateway)
 }
 
 #[derive(Deserialize)]
@@ -654,47 +601,56 @@ struct ReplayBody {
     confirm: Option<String>,
 }
 
+/// A consumer moved back.
+#[derive(Debug, Serialize)]
+pub struct Replayed {
+    pub consumer: String,
+    pub deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+}
+
 async fn replay(
     State(shared): St,
-    body: Result<Json<ReplayBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+    body: Result<Json<ReplayBody>, JsonRejection>,
+) -> Answer<Replayed> {
     let Ok(Json(body)) = body else {
-        return bad(
+        return Err(ApiError::bad(
             "expected {\"consumer\", \"start_seq\" or \"start_time\", \"confirm\": <the consumer's name>}",
-        );
+        ));
     };
     if body.confirm.as_deref() != Some(body.consumer.as_str()) {
-        return bad("confirm must repeat the consumer's name");
+        return Err(ApiError::bad("confirm must repeat the consumer's name"));
     }
     if body.consumer == crate::inspect::index::INDEX_CONSUMER {
-        return bad("the inspector's own index consumer cannot be replayed");
+        return Err(ApiError::bad(
+            "the inspector's own index consumer cannot be replayed",
+        ));
     }
     let from = match (body.start_seq, body.start_time.as_deref()) {
         (Some(seq), None) if seq > 0 => ReplayFrom::Sequence(seq),
-        (None, Some(t)) => match time_param("start_time", t) {
-            Ok(t) => ReplayFrom::Time(t),
-            Err(r) => return r,
-        },
-        _ => return bad("give exactly one of start_seq (from 1) or start_time"),
-    };
-    match consumers::replay(&shared.js, &shared.events.name, &body.consumer, from).await {
-        Ok(config) => {
-            tracing::warn!(consumer = %body.consumer, ?from, "consumer moved back (replay)");
-            Json(json!({ "consumer": body.consumer, "deliver_policy": config.deliver_policy }))
-                .into_response()
+        (None, Some(t)) => {
+            ReplayFrom::Time(time_param("start_time", t, OffsetDateTime::now_utc())?)
         }
-        Err(e) => bad(e),
-    }
+        _ => {
+            return Err(ApiError::bad(
+                "give exactly one of start_seq (from 1) or start_time",
+            ));
+        }
+    };
+    let config = consumers::replay(&shared.js, &shared.events.name, &body.consumer, from)
+        .await
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    tracing::warn!(consumer = %body.consumer, ?from, "consumer moved back (replay)");
+    Ok(Json(Replayed {
+        consumer: body.consumer,
+        deliver_policy: config.deliver_policy,
+    }))
 }
 
 /// `/metrics`, `/healthz`, `/readyz`: no token, on `inspect.admin_listen`.
 pub fn admin(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(Status { status: "ok" }) }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(shared)
@@ -720,16 +676,21 @@ async fn metrics(State(shared): St) -> Response {
         .into_response()
 }
 
-async fn readyz(State(shared): St) -> Response {
-    let ready = shared.is_ready();
-    let status = if ready {
-        StatusCode::OK
+/// `/healthz` and `/readyz`'s body.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+}
+
+async fn readyz(State(shared): St) -> (StatusCode, Json<Status>) {
+    if shared.is_ready() {
+        (StatusCode::OK, Json(Status { status: "ready" }))
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({ "status": if ready { "ready" } else { "not ready" } })),
-    )
-        .into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "not ready",
+            }),
+        )
+    }
 }

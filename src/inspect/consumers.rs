@@ -12,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::fastpix::subject::SubjectPrefix;
-use crate::inspect::query::rfc3339;
+use crate::inspect::reader::rfc3339;
 use crate::nats::dead_letters;
 
 /// How often pending counts are sampled, and how long they are kept.
@@ -73,17 +73,36 @@ impl History {
     }
 }
 
+/// NATS did not answer a question about the consumers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConsumersError(#[source] async_nats::Error);
+
+/// Why a consumer could not be moved back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no consumer named {name:?} on stream {stream}")]
+    NoConsumer { name: String, stream: String },
+    #[error("{0:?} is not a durable consumer")]
+    NotDurable(String),
+    #[error("{0}")]
+    Nats(#[source] async_nats::Error),
+}
+
 /// Every consumer of `stream` with its state.
 pub async fn list(
     js: &jetstream::Context,
     stream: &str,
     history: &History,
-) -> Result<Vec<ConsumerState>, String> {
-    let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+) -> Result<Vec<ConsumerState>, ConsumersError> {
+    let s = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| ConsumersError(e.into()))?;
     let mut infos = s.consumers();
     let mut out = Vec::new();
     while let Some(info) = infos.next().await {
-        let info = info.map_err(|e| e.to_string())?;
+        let info = info.map_err(|e| ConsumersError(e.into()))?;
         let mut filters = info.config.filter_subjects.clone();
         if !info.config.filter_subject.is_empty() {
             filters.insert(0, info.config.filter_subject.clone());
@@ -229,15 +248,19 @@ pub async fn replay(
     stream: &str,
     name: &str,
     from: ReplayFrom,
-) -> Result<consumer::Config, String> {
-    let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-    let mut c: consumer::Consumer<consumer::Config> = s
-        .get_consumer(name)
-        .await
-        .map_err(|_| format!("no consumer named {name:?} on stream {stream}"))?;
-    let mut config = c.info().await.map_err(|e| e.to_string())?.config.clone();
+) -> Result<consumer::Config, ReplayError> {
+    let nats = |e: async_nats::Error| ReplayError::Nats(e);
+    let s = js.get_stream(stream).await.map_err(|e| nats(e.into()))?;
+    let mut c: consumer::Consumer<consumer::Config> =
+        s.get_consumer(name)
+            .await
+            .map_err(|_| ReplayError::NoConsumer {
+                name: name.to_owned(),
+                stream: stream.to_owned(),
+            })?;
+    let mut config = c.info().await.map_err(|e| nats(e.into()))?.config.clone();
     if config.durable_name.is_none() {
-        return Err(format!("{name:?} is not a durable consumer"));
+        return Err(ReplayError::NotDurable(name.to_owned()));
     }
     config.deliver_policy = match from {
         ReplayFrom::Sequence(seq) => consumer::DeliverPolicy::ByStartSequence {
@@ -245,9 +268,9 @@ pub async fn replay(
         },
         ReplayFrom::Time(t) => consumer::DeliverPolicy::ByStartTime { start_time: t },
     };
-    s.delete_consumer(name).await.map_err(|e| e.to_string())?;
+    s.delete_consumer(name).await.map_err(|e| nats(e.into()))?;
     s.create_consumer(config.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| nats(e.into()))?;
     Ok(config)
 }

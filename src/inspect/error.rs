@@ -38,8 +38,8 @@ impl ApiError {
     }
 
     /// A NATS failure, kept for the log.
-    pub fn nats(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ApiError::Nats(Box::new(cause))
+    pub fn nats(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ApiError::Nats(cause.into())
     }
 
     pub fn status(&self) -> StatusCode {

@@ -235,7 +235,7 @@ pub async fn run(index: Index, consumer: consumer::PullConsumer) -> Result<(), I
             let h = message.headers.as_ref();
             let get = |name: &str| {
                 h.and_then(|h| h.get(name))
-                    .map(|v| super::query::decoded(v.as_str()))
+                    .map(|v| super::reader::decoded(v.as_str()))
                     .filter(|v| !v.is_empty())
             };
             seen.push(Seen {

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
-use crate::inspect::query::{EventSummary, Stored};
+use crate::inspect::reader::{EventSummary, StoredMessage};
 
 /// Summaries buffered per client before it lags.
 pub const BUFFER: usize = 4096;
@@ -53,7 +53,7 @@ async fn follow_once(
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| (last, e.to_string()))?;
         let Ok(info) = m.info() else { continue };
-        let stored = Stored {
+        let stored = StoredMessage {
             seq: info.stream_sequence,
             subject: m.subject.to_string(),
             stored_at: info.published,

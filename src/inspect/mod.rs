@@ -2,9 +2,11 @@
 //! showing what is stored, what the bridge refused, and how the consumers
 //! keep up. It reads from NATS only, so any number can run and the bridge's
 //! path does not change. [`index`] keeps the lookup index in a KV bucket,
-//! [`query`] reads pages of the streams, [`live`] follows new events,
-//! [`consumers`] reports and replays durable consumers, [`auth`] guards it
-//! all with a token, [`api`] is the HTTP side and [`assets`] the page.
+//! [`reader`] reads messages and pages of the streams, [`query`] says what
+//! the API's queries mean (unit-tested, no I/O), [`live`] follows new
+//! events, [`consumers`] reports and replays durable consumers, [`auth`]
+//! guards it all with a token, [`api`] is the HTTP side, [`error`] its one
+//! error type, and [`assets`] the page.
 
 pub mod api;
 pub mod assets;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod index;
 pub mod live;
 pub mod query;
+pub mod reader;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::fastpix::subject::SubjectPrefix;
 use crate::nats::connection::{self, ConnectError, Patience};
-use crate::ops::serve::{BindError, Timeouts, bind, serve};
+use crate::ops::serve::{ListenError, Timeouts, bind, serve};
 use crate::settings::Settings;
 
 /// What a test send got back from the bridge.
@@ -51,9 +54,9 @@ pub struct Shared {
     pub js: jetstream::Context,
     client: async_nats::Client,
     pub prefix: SubjectPrefix,
-    pub events: query::Reader,
-    pub refused: query::Reader,
-    pub dead: query::Reader,
+    pub events: reader::Reader,
+    pub refused: reader::Reader,
+    pub dead: reader::Reader,
     /// Where the consumer workers keep dead letters (`dead` reads its stream).
     pub dead_letters: consumers::DeadLetters,
     index: RwLock<Option<index::Index>>,
@@ -87,7 +90,7 @@ impl Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(transparent)]
-    Bind(#[from] BindError),
+    Bind(#[from] ListenError),
     #[error(transparent)]
     Nats(#[from] ConnectError),
     /// Several webhooks and none picked (`FASTPIX_BRIDGE_WEBHOOK`).
@@ -122,12 +125,12 @@ impl Inspector {
         let stream = webhook.stream.clone();
         let dead_letters = consumers::DeadLetters::of(&stream, &webhook.prefix);
         let shared = Arc::new(Shared {
-            events: query::Reader::new(js.clone(), stream.clone()),
-            refused: query::Reader::new(
+            events: reader::Reader::new(js.clone(), stream.clone()),
+            refused: reader::Reader::new(
                 js.clone(),
                 crate::nats::refused::stream_name(&settings.jetstream),
             ),
-            dead: query::Reader::new(js.clone(), dead_letters.stream.clone()),
+            dead: reader::Reader::new(js.clone(), dead_letters.stream.clone()),
             dead_letters,
             js,
             client,

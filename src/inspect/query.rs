@@ -1,334 +1,491 @@
-//! Reading the streams: summaries of stored messages, one message by
-//! sequence, and pages newest first by stream sequence (a window of the
-//! stream read forward through a short-lived consumer filtered by subject,
-//! moving back until the page is full).
+//! What the API's queries mean, without I/O: the parameters read and
+//! checked, a search for events turned into an [`EventPlan`] (what must
+//! match, which sequences are in range, and whether the index or a scan
+//! finds them), and the overview's counts folded into its windows.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fastpix::subject::SubjectFilter;
+use crate::fastpix::catalog::Family;
+use crate::fastpix::subject::{SubjectFilter, SubjectPrefix};
+use crate::inspect::error::ApiError;
+use crate::inspect::index::{Counts, Granularity};
+use crate::inspect::reader::{StoredMessage, filter_matches, rfc3339};
 use crate::nats::headers;
 
-/// One stored message, from wherever it was read.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub seq: u64,
-    pub subject: String,
-    pub stored_at: OffsetDateTime,
-    pub headers: Option<HeaderMap>,
-    pub payload: Bytes,
-}
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
 
-impl Stored {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| decoded(v.as_str()))
-    }
-
-    fn from_message(m: &jetstream::Message) -> Option<Self> {
-        let info = m.info().ok()?;
-        Some(Stored {
-            seq: info.stream_sequence,
-            subject: m.subject.to_string(),
-            stored_at: info.published,
-            headers: m.headers.clone(),
-            payload: m.payload.clone(),
-        })
-    }
-
-    fn from_stream_message(m: jetstream::message::StreamMessage) -> Option<Self> {
-        Some(Stored {
-            seq: m.sequence,
-            subject: m.subject.to_string(),
-            stored_at: m.time,
-            headers: Some(m.headers),
-            payload: m.payload,
-        })
-    }
-
-    /// Every header, several values of one name joined with `, `.
-    pub fn header_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut out = serde_json::Map::new();
-        if let Some(h) = &self.headers {
-            for (name, values) in h.iter() {
-                let joined: Vec<&str> = values.iter().map(|v| v.as_str()).collect();
-                out.insert(name.to_string(), joined.join(", ").into());
-            }
-        }
-        out
-    }
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-/// `EventSummary` of the API; a field absent from the event is `null`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventSummary {
-    pub seq: u64,
-    pub subject: String,
+/// `GET /api/events`'s parameters.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
+    pub family: Option<String>,
+    pub subject: Option<String>,
+    pub object: Option<String>,
     pub id: Option<String>,
-    pub object_type: Option<String>,
-    pub object_id: Option<String>,
-    pub workspace_id: Option<String>,
-    pub created_at: Option<String>,
-    pub stored_at: String,
-    pub size: usize,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub before_seq: Option<u64>,
+    pub limit: Option<usize>,
 }
 
-#[derive(serde::Deserialize)]
-struct Created<'a> {
-    #[serde(rename = "createdAt", borrow)]
-    created_at: Option<std::borrow::Cow<'a, str>>,
+/// A page of a stream: `limit` and `before_seq`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub before_seq: Option<u64>,
 }
 
-impl EventSummary {
-    /// From the headers the bridge wrote; `created_at` from the payload.
-    pub fn of(m: &Stored) -> Self {
-        let created_at = serde_json::from_slice::<Created>(&m.payload)
-            .ok()
-            .and_then(|c| c.created_at.map(|s| s.into_owned()));
-        EventSummary {
-            seq: m.seq,
-            subject: m.subject.clone(),
-            event_type: m.header(headers::EVENT_TYPE),
-            id: m.header(headers::EVENT_ID),
-            object_type: m.header(headers::OBJECT_TYPE),
-            object_id: m.header(headers::OBJECT_ID),
-            workspace_id: m.header(headers::WORKSPACE_ID),
-            created_at,
-            stored_at: rfc3339(m.stored_at),
-            size: m.payload.len(),
-        }
+impl PageQuery {
+    /// The page's size and where it ends.
+    pub fn page(&self) -> Result<(usize, Option<u64>), ApiError> {
+        Ok((limit_of(self.limit)?, self.before_seq))
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("stream {0} not found")]
-    NoStream(String),
-    #[error("NATS: {0}")]
-    Nats(String),
+/// A limit as asked, defaulted and bounded.
+pub fn limit_of(asked: Option<usize>) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if n == 0 || n > MAX_LIMIT => Err(ApiError::bad("limit must be from 1 to 500")),
+        Some(n) => Ok(n),
+    }
 }
 
-fn nats_err(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Nats(e.to_string())
+/// RFC 3339, or a duration meaning that long before `now` (`2h`).
+pub fn time_param(
+    name: &str,
+    value: &str,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, ApiError> {
+    if let Ok(t) = OffsetDateTime::parse(value.trim(), &Rfc3339) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) => Ok(now - d),
+        Err(_) => Err(ApiError::bad(format!(
+            "{name} must be an RFC 3339 time or a duration such as 2h"
+        ))),
+    }
 }
 
-/// A stream the inspector reads.
-#[derive(Clone)]
-pub struct Reader {
-    js: jetstream::Context,
-    pub name: String,
-    /// Whether the stream answers direct gets (`allow_direct`, which the
-    /// bridge sets on its streams); cleared at the first refusal, and
-    /// reads then go through the JetStream API.
-    direct: Arc<AtomicBool>,
+fn blank(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-impl Reader {
-    pub fn new(js: jetstream::Context, name: String) -> Self {
-        Reader {
-            js,
-            name,
-            direct: Arc::new(AtomicBool::new(true)),
-        }
-    }
+/// How the events of a search are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Through the index: the event with this id.
+    Id(String),
+    /// Through the index: this object's events.
+    Object(String),
+    /// A scan of the stream, the server applying these subject filters
+    /// (none: every subject).
+    Scan(Vec<String>),
+}
 
-    async fn stream(&self) -> Result<stream::Stream<()>, QueryError> {
-        self.js
-            .get_stream_no_info(&self.name)
-            .await
-            .map_err(|_| QueryError::NoStream(self.name.clone()))
-    }
+/// A search for events, checked and ready to run.
+#[derive(Debug)]
+pub struct EventPlan {
+    pub limit: usize,
+    /// Each stored event must match one filter of every list (the type, the
+    /// subject and the family asked for).
+    checks: Vec<Vec<SubjectFilter>>,
+    object: Option<String>,
+    id: Option<String>,
+    /// Events stored at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Events stored at or before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Sequences below this one.
+    pub before_seq: Option<u64>,
+}
 
-    pub async fn info(&self) -> Result<stream::Info, QueryError> {
-        let mut s = self
-            .js
-            .get_stream(&self.name)
-            .await
-            .map_err(|_| QueryError::NoStream(self.name.clone()))?;
-        s.info().await.cloned().map_err(nats_err)
-    }
-
-    /// One message by sequence; `None` when there is none (never was, or gone).
-    pub async fn get(&self, seq: u64) -> Result<Option<Stored>, QueryError> {
-        let stream = self.stream().await?;
-        if self.direct.load(Ordering::Relaxed) {
-            // Served by the stream itself rather than queued behind every
-            // other JetStream API request, and by any replica.
-            match stream.direct_get(seq).await {
-                Ok(m) => return Ok(Stored::from_stream_message(m)),
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) => {
-                    tracing::debug!(stream = %self.name, error = %e, "direct get refused; reading through the JetStream API");
-                    self.direct.store(false, Ordering::Relaxed);
-                }
+impl EventPlan {
+    /// Reads `q` for the stream under `prefix`; a bad parameter is a `400`
+    /// naming it.
+    pub fn new(
+        q: &EventQuery,
+        prefix: &SubjectPrefix,
+        now: OffsetDateTime,
+    ) -> Result<Self, ApiError> {
+        let limit = limit_of(q.limit)?;
+        let mut checks = Vec::new();
+        for (name, value) in [
+            ("type", blank(&q.event_type)),
+            ("subject", blank(&q.subject)),
+        ] {
+            if let Some(v) = value {
+                let f = prefix
+                    .filter(v)
+                    .map_err(|e| ApiError::bad(format!("{name}: {e}")))?;
+                checks.push(vec![f]);
             }
         }
-        match stream.get_raw_message(seq).await {
-            Ok(m) => Ok(Stored::from_stream_message(m)),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(nats_err(e)),
+        if let Some(name) = blank(&q.family) {
+            let family = Family::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                ApiError::bad(format!("family must be one of {}", names.join(", ")))
+            })?;
+            checks.push(family.filters(prefix));
         }
+        let since = blank(&q.since)
+            .map(|s| time_param("since", s, now))
+            .transpose()?;
+        let until = blank(&q.until)
+            .map(|u| time_param("until", u, now))
+            .transpose()?;
+        Ok(EventPlan {
+            limit,
+            checks,
+            object: blank(&q.object).map(str::to_owned),
+            id: blank(&q.id).map(str::to_owned),
+            since,
+            until,
+            before_seq: q.before_seq,
+        })
     }
 
-    /// The first sequence stored at or after `t` (`last_seq + 1` when none).
-    pub async fn seq_at(&self, t: OffsetDateTime) -> Result<u64, QueryError> {
-        let info = self.info().await?;
-        if info.state.messages == 0 || t > OffsetDateTime::now_utc() {
-            return Ok(info.state.last_sequence + 1);
+    /// By id or object through the index, never a scan; else a scan with
+    /// the first filter list applied by the server.
+    pub fn lookup(&self) -> Lookup {
+        if let Some(id) = &self.id {
+            return Lookup::Id(id.clone());
         }
-        // Also keeps times the server cannot represent (before 1678) away from it.
-        if t <= info.state.first_timestamp {
-            return Ok(info.state.first_sequence);
+        if let Some(object) = &self.object {
+            return Lookup::Object(object.clone());
         }
-        let first = self
-            .scan(
-                consumer::DeliverPolicy::ByStartTime { start_time: t },
-                &[],
-                u64::MAX,
-                1,
-            )
-            .await?;
-        Ok(first
+        let server = self
+            .checks
             .first()
-            .map_or(info.state.last_sequence + 1, |m| m.seq))
+            .map(|fs| fs.iter().map(|f| f.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        Lookup::Scan(server)
     }
 
-    /// Messages from `deliver` on, matching `filters` (none: all), with
-    /// sequence below `before`, at most `max`, oldest first.
-    async fn scan(
-        &self,
-        deliver: consumer::DeliverPolicy,
-        filters: &[String],
-        before: u64,
-        max: usize,
-    ) -> Result<Vec<Stored>, QueryError> {
-        let stream = self.stream().await?;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: deliver,
-                ack_policy: consumer::AckPolicy::None,
-                filter_subjects: filters.to_vec(),
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats_err)?;
-        let mut out = Vec::new();
-        'fetch: while out.len() < max {
-            let want = (max - out.len()).min(500);
-            let mut batch = consumer
-                .fetch()
-                .max_messages(want)
-                .messages()
-                .await
-                .map_err(nats_err)?;
-            let mut got = 0;
-            while let Some(m) = batch.next().await {
-                let Ok(m) = m else { break };
-                got += 1;
-                let Some(s) = Stored::from_message(&m) else {
-                    continue;
-                };
-                if s.seq >= before {
-                    break 'fetch;
-                }
-                out.push(s);
-            }
-            if got < want {
-                break;
-            }
+    /// True when `m` is one of the events asked for (every filter, the
+    /// object and the id; the sequence range is the caller's).
+    pub fn keeps(&self, m: &StoredMessage) -> bool {
+        self.checks.iter().all(|fs| filter_matches(fs, &m.subject))
+            && self
+                .object
+                .as_ref()
+                .is_none_or(|o| m.header(headers::OBJECT_ID).as_ref() == Some(o))
+            && self
+                .id
+                .as_ref()
+                .is_none_or(|i| m.header(headers::EVENT_ID).as_ref() == Some(i))
+    }
+
+    /// The sequences `lo <= seq < hi` of an index lookup, newest first.
+    pub fn candidates(seqs: Vec<u64>, lo: u64, hi: u64) -> Vec<u64> {
+        let mut kept: Vec<u64> = seqs.into_iter().filter(|&s| s >= lo && s < hi).collect();
+        kept.reverse();
+        kept
+    }
+
+    /// The first sequence past `until`: the instant just after it.
+    pub fn until_bound(until: OffsetDateTime) -> OffsetDateTime {
+        until + Duration::from_nanos(1)
+    }
+}
+
+/// The buckets the overview reads, oldest first within each granularity:
+/// 12 of five minutes (the last hour), 24 hours, 30 days.
+pub fn overview_buckets(now: OffsetDateTime) -> Vec<(Granularity, OffsetDateTime)> {
+    let mut keys = Vec::new();
+    for (g, n) in [
+        (Granularity::FiveMinutes, 12),
+        (Granularity::Hour, 24),
+        (Granularity::Day, 30),
+    ] {
+        let top = g.floor(now);
+        for i in (0..n).rev() {
+            keys.push((g, top - Duration::from_secs((g.seconds() * i) as u64)));
         }
-        let name = consumer.cached_info().name.clone();
-        tokio::spawn(async move {
-            let _ = stream.delete_consumer(&name).await;
-        });
-        Ok(out)
     }
+    keys
+}
 
-    /// A page newest first: messages with `lo <= seq < hi` matching the
-    /// server-side `filters` and `keep`, at most `limit`, and the sequence
-    /// to ask for next (`None`: nothing older).
-    pub async fn page(
-        &self,
-        filters: &[String],
-        keep: &(dyn Fn(&Stored) -> bool + Sync),
-        lo: u64,
-        hi: Option<u64>,
-        limit: usize,
-    ) -> Result<(Vec<Stored>, Option<u64>), QueryError> {
-        let info = self.info().await?;
-        let first = info.state.first_sequence.max(lo).max(1);
-        let mut hi = hi
-            .unwrap_or(u64::MAX)
-            .min(info.state.last_sequence.saturating_add(1));
-        let mut found: Vec<Stored> = Vec::new();
-        // Without filters a window of `limit` is a page; with them, the
-        // window grows until enough match.
-        let mut window = if filters.is_empty() {
-            limit as u64
-        } else {
-            (limit as u64 * 4).max(256)
+/// One window of the overview: counts per type and per family, and the total.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub total: u64,
+    pub types: BTreeMap<String, u64>,
+    pub families: BTreeMap<&'static str, u64>,
+}
+
+/// One bucket of a chart: its start and its counts per family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChartPoint {
+    pub start: String,
+    pub families: BTreeMap<&'static str, u64>,
+}
+
+/// The overview's windows (`hour`, `day`, `month`) and its two charts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub windows: BTreeMap<&'static str, Window>,
+    pub hourly: Vec<ChartPoint>,
+    pub daily: Vec<ChartPoint>,
+}
+
+/// The family label of a type, as the metrics count it.
+fn family_name(event_type: &str) -> &'static str {
+    Family::of_type(event_type).map_or("other", |f| f.name())
+}
+
+/// Folds the counts of each bucket into the windows: five-minute buckets
+/// make the last hour, hours the last day, days the last month; hours and
+/// days are also charted.
+pub fn tally(buckets: impl IntoIterator<Item = (Granularity, OffsetDateTime, Counts)>) -> Tally {
+    let mut out = Tally::default();
+    for (g, start, counts) in buckets {
+        let window = match g {
+            Granularity::FiveMinutes => "hour",
+            Granularity::Hour => "day",
+            Granularity::Day => "month",
         };
-        while found.len() < limit && hi > first {
-            let start = hi.saturating_sub(window).max(first);
-            let mut got = self
-                .scan(
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: start,
-                    },
-                    filters,
-                    hi,
-                    usize::MAX,
-                )
-                .await?;
-            got.retain(|m| keep(m));
-            // Newest first; keep only what the page still needs.
-            let need = limit - found.len();
-            let take = got.len().min(need);
-            found.extend(got.drain(got.len() - take..).rev());
-            hi = start;
-            if found.len() < limit {
-                window = window.saturating_mul(4);
-            }
-            if found.len() == limit {
-                // The next page starts below the oldest one returned.
-                let oldest = found.last().map_or(hi, |m| m.seq);
-                return Ok((found, (oldest > first).then_some(oldest)));
-            }
+        let w = out.windows.entry(window).or_default();
+        let mut families: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (t, n) in &counts.counts {
+            *w.types.entry(t.clone()).or_default() += n;
+            *w.families.entry(family_name(t)).or_default() += n;
+            *families.entry(family_name(t)).or_default() += n;
+            w.total += n;
         }
-        Ok((found, None))
+        let point = ChartPoint {
+            start: rfc3339(start),
+            families,
+        };
+        match g {
+            Granularity::Hour => out.hourly.push(point),
+            Granularity::Day => out.daily.push(point),
+            Granularity::FiveMinutes => {}
+        }
     }
+    out
 }
 
-/// A NATS subject filter as a plain matcher, for filters the server is not
-/// asked to apply.
-pub fn filter_matches(filters: &[SubjectFilter], subject: &str) -> bool {
-    filters.is_empty() || filters.iter().any(|f| f.matches(subject))
-}
+#[cfg(test)]
+mod tests {
+    use async_nats::HeaderMap;
+    use bytes::Bytes;
 
-/// A header value as the event had it: the bridge percent-encodes every
-/// value (docs/delivery.md); one that does not decode is shown as stored.
-pub(crate) fn decoded(value: &str) -> String {
-    crate::nats::headers::decode_value(value)
-        .map(std::borrow::Cow::into_owned)
-        .unwrap_or_else(|| value.to_owned())
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::parse("2026-05-11T20:42:16Z", &Rfc3339).unwrap()
+    }
+
+    fn plan(q: EventQuery) -> Result<EventPlan, String> {
+        EventPlan::new(&q, &SubjectPrefix::default(), now()).map_err(|e| e.to_string())
+    }
+
+    fn message(subject: &str, object: Option<&str>, id: Option<&str>) -> StoredMessage {
+        let mut h = HeaderMap::new();
+        if let Some(o) = object {
+            h.insert(headers::OBJECT_ID, o);
+        }
+        if let Some(i) = id {
+            h.insert(headers::EVENT_ID, i);
+        }
+        StoredMessage {
+            seq: 1,
+            subject: subject.to_owned(),
+            stored_at: now(),
+            headers: Some(h),
+            payload: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn limits_default_to_50_and_stay_from_1_to_500() {
+        assert_eq!(limit_of(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(limit_of(Some(500)).unwrap(), 500);
+        for bad in [0, 501] {
+            let err = limit_of(Some(bad)).unwrap_err();
+            assert_eq!(err.to_string(), "limit must be from 1 to 500");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let t = time_param("since", "2026-05-11T18:00:00+02:00", now()).unwrap();
+        assert_eq!(rfc3339(t), "2026-05-11T18:00:00+02:00");
+        let ago = time_param("since", " 2h ", now()).unwrap();
+        assert_eq!(now() - ago, time::Duration::hours(2));
+        let err = time_param("until", "yesterday", now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "until must be an RFC 3339 time or a duration such as 2h"
+        );
+    }
+
+    #[test]
+    fn an_id_or_an_object_goes_through_the_index_and_the_rest_is_a_scan() {
+        let by_id = plan(EventQuery {
+            id: Some("e1".into()),
+            object: Some("m1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(by_id.lookup(), Lookup::Id("e1".into()));
+        let by_object = plan(EventQuery {
+            object: Some(" m1 ".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(by_object.lookup(), Lookup::Object("m1".into()));
+        let typed = plan(EventQuery {
+            event_type: Some("video.media.*".into()),
+            family: Some("media".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            typed.lookup(),
+            Lookup::Scan(vec!["fastpix.video.media.*".into()])
+        );
+        let all = plan(EventQuery {
+            id: Some("  ".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(all.lookup(), Lookup::Scan(vec![]));
+    }
+
+    #[test]
+    fn every_filter_the_object_and_the_id_must_match() {
+        let p = plan(EventQuery {
+            family: Some("media".into()),
+            subject: Some("fastpix.video.>".into()),
+            object: Some("m1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(p.keeps(&message("fastpix.video.media.ready", Some("m1"), None)));
+        assert!(!p.keeps(&message("fastpix.video.media.ready", Some("m2"), None)));
+        assert!(!p.keeps(&message(
+            "fastpix.video.live_stream.active",
+            Some("m1"),
+            None
+        )));
+        let p = plan(EventQuery {
+            id: Some("e%201".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        // Header values are compared decoded, as the event had them.
+        assert!(!p.keeps(&message("fastpix.x", None, Some("e%201"))));
+        let p = plan(EventQuery {
+            id: Some("e 1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(p.keeps(&message("fastpix.x", None, Some("e%201"))));
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (q, wanted) in [
+            (
+                EventQuery {
+                    family: Some("video".into()),
+                    ..Default::default()
+                },
+                "family must be one of media, upload, live_stream, simulcast",
+            ),
+            (
+                EventQuery {
+                    subject: Some("fastpix.video..x".into()),
+                    ..Default::default()
+                },
+                "subject: ",
+            ),
+            (
+                EventQuery {
+                    since: Some("soon".into()),
+                    ..Default::default()
+                },
+                "since must be",
+            ),
+            (
+                EventQuery {
+                    limit: Some(0),
+                    ..Default::default()
+                },
+                "limit must be",
+            ),
+        ] {
+            let err = plan(q).unwrap_err();
+            assert!(err.starts_with(wanted), "{err}");
+        }
+    }
+
+    #[test]
+    fn index_candidates_are_in_range_newest_first() {
+        assert_eq!(EventPlan::candidates(vec![1, 4, 7, 9], 4, 9), vec![7, 4]);
+        assert_eq!(
+            EventPlan::candidates(vec![], 1, u64::MAX),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn the_overview_reads_the_last_hour_day_and_month() {
+        let keys = overview_buckets(now());
+        assert_eq!(keys.len(), 12 + 24 + 30);
+        assert_eq!(rfc3339(keys[11].1), "2026-05-11T20:40:00Z");
+        assert_eq!(rfc3339(keys[0].1), "2026-05-11T19:45:00Z");
+        assert_eq!(rfc3339(keys[12 + 23].1), "2026-05-11T20:00:00Z");
+        assert_eq!(rfc3339(keys[65].1), "2026-05-11T00:00:00Z");
+    }
+
+    #[test]
+    fn counts_fold_into_windows_by_type_and_family() {
+        let counts = |pairs: &[(&str, u64)]| Counts {
+            last_seq: 0,
+            counts: pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+        };
+        let t = now();
+        let tally = tally([
+            (
+                Granularity::FiveMinutes,
+                t,
+                counts(&[("video.media.ready", 2), ("video.mediaAI.x", 1)]),
+            ),
+            (
+                Granularity::FiveMinutes,
+                t,
+                counts(&[("video.media.ready", 1)]),
+            ),
+            (
+                Granularity::Hour,
+                t,
+                counts(&[("video.live_stream.active", 4)]),
+            ),
+            (Granularity::Day, t, counts(&[])),
+        ]);
+        let hour = &tally.windows["hour"];
+        assert_eq!(hour.total, 4);
+        assert_eq!(hour.types["video.media.ready"], 3);
+        assert_eq!(hour.families["media"], 3);
+        assert_eq!(hour.families["other"], 1);
+        assert_eq!(tally.windows["day"].families["live_stream"], 4);
+        assert_eq!(tally.windows["month"], Window::default());
+        assert_eq!(tally.hourly.len(), 1);
+        assert_eq!(tally.hourly[0].families["live_stream"], 4);
+        assert_eq!(tally.daily.len(), 1);
+        assert!(tally.daily[0].families.is_empty());
+    }
 }
