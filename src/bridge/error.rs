@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::fastpix::envelope::InvalidBody;
 use crate::nats::sink::PublishError;
-use crate::ops::outcome::Outcome;
+use crate::ops::outcome::DeliveryOutcome;
 
 /// Seconds FastPix (or any sender) is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
@@ -24,8 +24,8 @@ pub enum WebhookError {
     BodyTimeout,
     #[error("could not read the request body")]
     BodyRead,
-    /// Signed but not routable; `kept` says whether the body was stored on
-    /// `<prefix>.invalid`.
+    /// Signed but not routable. Only answered once the body is stored on
+    /// `<prefix>.invalid`; a body that could not be stored is `Unavailable`.
     #[error("{reason}")]
     Invalid { reason: InvalidBody },
     #[error("too many requests in flight")]
@@ -35,15 +35,15 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> DeliveryOutcome {
         match self {
-            WebhookError::Unsigned => Outcome::Unsigned,
-            WebhookError::BadSignature => Outcome::BadSignature,
-            WebhookError::TooLarge { .. } => Outcome::TooLarge,
-            WebhookError::BodyTimeout | WebhookError::BodyRead => Outcome::BadRequest,
-            WebhookError::Invalid { .. } => Outcome::Invalid,
-            WebhookError::Overloaded => Outcome::Overloaded,
-            WebhookError::Unavailable(_) => Outcome::NatsUnavailable,
+            WebhookError::Unsigned => DeliveryOutcome::Unsigned,
+            WebhookError::BadSignature => DeliveryOutcome::BadSignature,
+            WebhookError::TooLarge { .. } => DeliveryOutcome::TooLarge,
+            WebhookError::BodyTimeout | WebhookError::BodyRead => DeliveryOutcome::BadRequest,
+            WebhookError::Invalid { .. } => DeliveryOutcome::Invalid,
+            WebhookError::Overloaded => DeliveryOutcome::Overloaded,
+            WebhookError::Unavailable(_) => DeliveryOutcome::NatsUnavailable,
         }
     }
 

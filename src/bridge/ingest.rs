@@ -13,10 +13,9 @@ use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
 use crate::nats::headers::{encode_value, names};
 use crate::nats::sink::{Outgoing, Sink, Stored};
-use crate::ops::outcome::Outcome;
+use crate::ops::outcome::DeliveryOutcome;
 use crate::settings::{CloudEvents, WebhookConfig};
 
-/// Header names on every published message.
 /// A delivery the bridge answered 2xx for.
 #[derive(Debug)]
 pub enum Accepted {
@@ -30,7 +29,7 @@ pub enum Accepted {
 }
 
 /// One incoming delivery.
-pub struct Delivery<'a> {
+pub struct WebhookDelivery<'a> {
     pub signature: Option<&'a [u8]>,
     /// W3C trace context to carry into the message, when the sender gave one.
     pub traceparent: Option<&'a str>,
@@ -55,7 +54,7 @@ fn is_probe_body(body: &[u8]) -> bool {
 pub async fn ingest<S: Sink>(
     webhook: &WebhookConfig,
     publisher: &S,
-    delivery: Delivery<'_>,
+    delivery: WebhookDelivery<'_>,
 ) -> Result<Accepted, WebhookError> {
     let signature = delivery.signature.filter(|s| !s.is_empty());
     match signature {
@@ -109,7 +108,7 @@ pub async fn ingest<S: Sink>(
                 event_type = fields.event_type.as_str(),
                 subject = webhook.prefix.subject_for(&fields.event_type).as_str(),
                 traceparent,
-                outcome = %Outcome::NatsUnavailable,
+                outcome = %DeliveryOutcome::NatsUnavailable,
                 error = %e,
                 "event not stored"
             );
@@ -141,7 +140,7 @@ async fn keep_invalid<S: Sink>(
         })
         .await
         .map_err(|e| {
-            tracing::warn!(reason, outcome = %Outcome::NatsUnavailable, error = %e, "signed body that is not a routable event could not be kept");
+            tracing::warn!(reason, outcome = %DeliveryOutcome::NatsUnavailable, error = %e, "signed body that is not a routable event could not be kept");
             WebhookError::Unavailable(e)
         })?;
     tracing::warn!(reason, seq = ?stored.seq, "signed body is not a routable event; kept on the invalid subject");

@@ -14,7 +14,7 @@ use ::metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata,
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::fastpix::catalog::{self, Family};
-use crate::ops::outcome::Outcome;
+use crate::ops::outcome::DeliveryOutcome;
 
 pub const REQUESTS_TOTAL: &str = "fastpix_bridge_requests_total";
 pub const EVENTS_PUBLISHED_TOTAL: &str = "fastpix_bridge_events_published_total";
@@ -161,7 +161,7 @@ impl Metrics {
         let requests = webhooks
             .iter()
             .map(|w| {
-                Outcome::ALL
+                DeliveryOutcome::ALL
                     .iter()
                     .map(|o| {
                         recorder.register_counter(
@@ -237,7 +237,7 @@ impl Metrics {
     }
 
     /// One request to webhook number `webhook` answered.
-    pub fn request(&self, webhook: usize, outcome: Outcome, took: Duration) {
+    pub fn request(&self, webhook: usize, outcome: DeliveryOutcome, took: Duration) {
         if let Some(counters) = self.inner.requests.get(webhook) {
             counters[outcome as usize].increment(1);
         }
@@ -348,7 +348,7 @@ mod tests {
     fn every_series_is_exported_from_the_start_and_counts_add_up() {
         let m = Metrics::new();
         let text = m.render(false, false);
-        for o in Outcome::ALL {
+        for o in DeliveryOutcome::ALL {
             assert!(
                 text.contains(&format!(
                     "{REQUESTS_TOTAL}{{webhook=\"default\",outcome=\"{o}\"}} 0"
@@ -363,8 +363,8 @@ mod tests {
         assert!(text.contains(&format!("{NATS_CONNECTED} 0")), "{text}");
         assert!(text.contains("# TYPE fastpix_bridge_requests_total counter"));
 
-        m.request(0, Outcome::Published, Duration::from_millis(3));
-        m.request(0, Outcome::Published, Duration::from_millis(30));
+        m.request(0, DeliveryOutcome::Published, Duration::from_millis(3));
+        m.request(0, DeliveryOutcome::Published, Duration::from_millis(30));
         m.event_published(0, Some(Family::Simulcast));
         let timer = m.publish_started();
         let in_flight = m.render(true, true);

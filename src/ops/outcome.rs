@@ -4,7 +4,7 @@
 /// What became of one delivery: a short, stable name used in the JSON
 /// answer, in logs and as the `outcome` label of the request counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DeliveryOutcome {
     Published,
     Duplicate,
     Probe,
@@ -17,38 +17,38 @@ pub enum Outcome {
     NatsUnavailable,
 }
 
-impl Outcome {
-    /// Every outcome, in declaration order (`Outcome as usize` indexes it).
-    pub const ALL: [Outcome; 10] = [
-        Outcome::Published,
-        Outcome::Duplicate,
-        Outcome::Probe,
-        Outcome::Unsigned,
-        Outcome::BadSignature,
-        Outcome::TooLarge,
-        Outcome::BadRequest,
-        Outcome::Invalid,
-        Outcome::Overloaded,
-        Outcome::NatsUnavailable,
+impl DeliveryOutcome {
+    /// Every outcome, in declaration order (`DeliveryOutcome as usize` indexes it).
+    pub const ALL: [DeliveryOutcome; 10] = [
+        DeliveryOutcome::Published,
+        DeliveryOutcome::Duplicate,
+        DeliveryOutcome::Probe,
+        DeliveryOutcome::Unsigned,
+        DeliveryOutcome::BadSignature,
+        DeliveryOutcome::TooLarge,
+        DeliveryOutcome::BadRequest,
+        DeliveryOutcome::Invalid,
+        DeliveryOutcome::Overloaded,
+        DeliveryOutcome::NatsUnavailable,
     ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
-            Outcome::Published => "published",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Probe => "probe",
-            Outcome::Unsigned => "unsigned",
-            Outcome::BadSignature => "bad_signature",
-            Outcome::TooLarge => "too_large",
-            Outcome::BadRequest => "bad_request",
-            Outcome::Invalid => "invalid",
-            Outcome::Overloaded => "overloaded",
-            Outcome::NatsUnavailable => "nats_unavailable",
+            DeliveryOutcome::Published => "published",
+            DeliveryOutcome::Duplicate => "duplicate",
+            DeliveryOutcome::Probe => "probe",
+            DeliveryOutcome::Unsigned => "unsigned",
+            DeliveryOutcome::BadSignature => "bad_signature",
+            DeliveryOutcome::TooLarge => "too_large",
+            DeliveryOutcome::BadRequest => "bad_request",
+            DeliveryOutcome::Invalid => "invalid",
+            DeliveryOutcome::Overloaded => "overloaded",
+            DeliveryOutcome::NatsUnavailable => "nats_unavailable",
         }
     }
 }
 
-impl std::fmt::Display for Outcome {
+impl std::fmt::Display for DeliveryOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn outcomes_are_indexed_by_their_position() {
-        for (i, o) in Outcome::ALL.iter().enumerate() {
+        for (i, o) in DeliveryOutcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o}");
         }
     }

@@ -23,17 +23,17 @@ pub const READ_BUFFER_MAX: usize = 64 * 1024;
 /// A listener that could not be opened, named by its setting.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} (setting `{key}`): {source}")]
-pub struct BindError {
+pub struct ListenError {
     pub key: &'static str,
     pub addr: SocketAddr,
     pub source: std::io::Error,
 }
 
 /// Binds `addr`, the value of setting `key`.
-pub async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+pub async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ListenError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { key, addr, source })
+        .map_err(|source| ListenError { key, addr, source })
 }
 
 /// `http.header_timeout` and `http.shutdown_grace`, which every listener obeys.
