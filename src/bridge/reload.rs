@@ -15,15 +15,15 @@ use crate::settings::WebhookConfig;
 
 /// What a check saw of a file: its content's hash, or why it could not be read.
 #[derive(PartialEq, Eq)]
-enum Seen {
+enum FileState {
     Content([u8; 32]),
     Unreadable(std::io::ErrorKind),
 }
 
-fn look(path: &std::path::Path) -> Seen {
+fn look(path: &std::path::Path) -> FileState {
     match std::fs::read(path) {
-        Ok(bytes) => Seen::Content(Sha256::digest(&bytes).into()),
-        Err(e) => Seen::Unreadable(e.kind()),
+        Ok(bytes) => FileState::Content(Sha256::digest(&bytes).into()),
+        Err(e) => FileState::Unreadable(e.kind()),
     }
 }
 
@@ -50,7 +50,7 @@ pub async fn watch(webhooks: Arc<[WebhookConfig]>, metrics: Metrics, every: Dura
     let files: Vec<usize> = (0..webhooks.len())
         .filter(|&i| webhooks[i].secrets.file().is_some())
         .collect();
-    let mut seen: Vec<Seen> = files
+    let mut seen: Vec<FileState> = files
         .iter()
         .filter_map(|&i| webhooks[i].secrets.file().map(look))
         .collect();

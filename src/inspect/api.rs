@@ -362,8 +362,8 @@ async fn refused(
 
 /// Bodies kept on `<prefix>.invalid`, and the consumers' dead letters.
 #[derive(Debug, Serialize)]
-pub struct DeadLetters {
-    pub invalid: Vec<InvalidBody>,
+pub struct DeadLettersPage {
+    pub invalid: Vec<KeptInvalid>,
     pub consumer: Vec<ConsumerDeadLetter>,
     /// Absent until a worker first kept a dead letter.
     pub dead_letter_stream: Option<String>,
@@ -371,7 +371,7 @@ pub struct DeadLetters {
 
 /// A signed body that was not a routable event.
 #[derive(Debug, Serialize)]
-pub struct InvalidBody {
+pub struct KeptInvalid {
     pub seq: u64,
     pub stored_at: String,
     pub reason: Option<String>,
@@ -398,7 +398,7 @@ pub struct ConsumerDeadLetter {
 async fn dead_letters(
     State(shared): St,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Answer<DeadLetters> {
+) -> Answer<DeadLettersPage> {
     let (limit, _) = params(query)?.page()?;
     let invalid_subject = shared.prefix.invalid_subject().into_string();
     let (invalid, _) = shared
@@ -414,7 +414,7 @@ async fn dead_letters(
         .map_err(ApiError::nats)?;
     let invalid = invalid
         .iter()
-        .map(|m| InvalidBody {
+        .map(|m| KeptInvalid {
             seq: m.seq,
             stored_at: rfc3339(m.stored_at),
             reason: m.header(headers::BRIDGE_ERROR),
@@ -446,7 +446,7 @@ async fn dead_letters(
             }
         })
         .collect();
-    Ok(Json(DeadLetters {
+    Ok(Json(DeadLettersPage {
         invalid,
         consumer,
         dead_letter_stream: exists.then(|| shared.dead_letters.stream.clone()),
