@@ -12,7 +12,6 @@ use std::time::Duration;
 use fastpix_nats_bridge::consumer::{self, Family};
 
 use crate::deploy::*;
-use crate::deploy_files::{consumer_services, python_example};
 
 /// A container's argv as run here: the Python examples with the tests'
 /// Python (None when it is not installed: skipped) and the script from the

@@ -348,7 +348,7 @@ async fn overload_is_refused_within_the_queue_timeout_with_retry_after_and_memor
 /// peak RSS stays under the manifest's memory limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_against_the_manifest_settings_stays_under_the_manifest_memory_limit() {
-    let shipped = crate::deploy_files::shipped_bridges();
+    let shipped = crate::repo_files::shipped_bridges();
     let k8s = shipped
         .iter()
         .find(|b| b.file == "deploy/kubernetes")

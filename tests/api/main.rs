@@ -10,7 +10,6 @@ mod cluster;
 mod compose_stack;
 mod consumers;
 mod deploy;
-mod deploy_files;
 mod edge;
 mod faults;
 mod fuzz;
@@ -22,6 +21,8 @@ mod metrics;
 mod observability;
 mod polyglot;
 mod process;
+#[path = "../common/repo_files.rs"]
+mod repo_files;
 mod security;
 mod sender;
 mod webhook;

@@ -146,3 +146,14 @@ pub async fn assert_each_stored_exactly_once(
     assert!(foreign.is_empty(), "stored but never sent: {foreign:?}");
     assert_eq!(stored.len(), report.ids.len());
 }
+
+/// The seed list here is the specification: the crate's catalog must name
+/// exactly these types.
+#[test]
+fn catalog_matches_the_seed_page() {
+    let mut catalog: Vec<&str> = fastpix_nats_bridge::fastpix::catalog::seed_types().collect();
+    let mut page = SEED_TYPES.to_vec();
+    catalog.sort_unstable();
+    page.sort_unstable();
+    assert_eq!(catalog, page);
+}

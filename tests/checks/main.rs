@@ -1,17 +1,12 @@
-//! Checks of the repository itself that start no server: the layering of
-//! the source, and the consumer crate building on its own. All modules
-//! build into one test binary.
+//! Checks of the repository itself that start no server: the deploy files
+//! (compose, Dockerfile, Kubernetes, Prometheus and Grafana wiring), the
+//! layering of the source, and the consumer crate building on its own. All
+//! modules build into one test binary.
 
 mod consumer_crate;
+mod deploy_files;
 mod layering;
+#[path = "../common/repo_files.rs"]
+mod repo_files;
 
-use std::path::{Path, PathBuf};
-
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-pub fn read_repo_file(relative: &str) -> String {
-    let path = repo_path(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
+pub use repo_files::{read_repo_file, repo_path};

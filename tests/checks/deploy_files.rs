@@ -9,12 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use fastpix_nats_bridge::settings::{Purpose, Settings};
 use serde_json::Value;
 
-use crate::deploy::*;
+use crate::repo_files::*;
 
 const BRIDGE_BIN: &str = "/usr/local/bin/fastpix-nats-bridge";
 /// Where the example consumers live: in the consumer crate, which they use alone.
 const EXAMPLES: &str = "fastpix-nats/examples";
-const COMPOSE_FILES: [&str; 2] = ["docker-compose.yml", "deploy/cluster/docker-compose.yml"];
 /// A syntactically valid secret, standing in for the one a Secret holds.
 const SECRET_PLACEHOLDER: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
 
@@ -305,15 +304,6 @@ fn compose_runs_the_inspector_on_loopback_8090_with_a_token_checked_on_its_admin
     );
 }
 
-/// Services of the top-level compose file that wait for the bridge.
-pub fn consumer_services(compose: &Compose) -> Vec<String> {
-    compose
-        .service_names()
-        .into_iter()
-        .filter(|n| compose.service(n).depends_on().contains_key("bridge"))
-        .collect()
-}
-
 #[test]
 fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
     let compose = Compose::load("docker-compose.yml");
@@ -563,22 +553,6 @@ fn the_dockerfile_caches_dependencies_builds_release_and_runs_unprivileged() {
     );
 }
 
-/// `python /app/<script>.py …` (a Python example from examples/python/,
-/// built into its own image): the script's name.
-pub fn python_example(argv: &[String]) -> Option<&str> {
-    match argv {
-        [python, script, ..] if python == "python" => {
-            let name = script.strip_prefix("/app/")?;
-            assert!(
-                repo_path(&format!("examples/python/{name}")).is_file(),
-                "{script} is not in examples/python/"
-            );
-            Some(name)
-        }
-        _ => None,
-    }
-}
-
 /// Example programs of the consumer crate (the image ships each one).
 fn examples_in_the_repository() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(repo_path(EXAMPLES)) else {
@@ -616,22 +590,6 @@ fn the_dockerignore_keeps_build_output_out_and_the_source_in() {
     }
 }
 
-/// Every object of every manifest the kustomization lists.
-fn kubernetes_objects() -> Vec<Value> {
-    let kustomization = yaml_file("deploy/kubernetes/kustomization.yaml");
-    let resources = kustomization["resources"]
-        .as_array()
-        .expect("kustomization lists resources");
-    resources
-        .iter()
-        .filter_map(|r| r.as_str())
-        .flat_map(|file| {
-            let path = format!("deploy/kubernetes/{file}");
-            yaml_documents(&read_repo_file(&path), &path)
-        })
-        .collect()
-}
-
 /// The Prometheus Operator objects of `deploy/kubernetes/monitoring/`.
 fn monitoring_objects() -> Vec<Value> {
     let kustomization = yaml_file("deploy/kubernetes/monitoring/kustomization.yaml");
@@ -655,12 +613,6 @@ fn container_port_name(container: &Value, port: u16) -> Option<String> {
         .find(|p| p["containerPort"] == port)
         .and_then(|p| p["name"].as_str())
         .map(str::to_owned)
-}
-
-fn object<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "exactly one {kind} expected");
-    found[0]
 }
 
 #[test]
@@ -1019,100 +971,6 @@ fn each_compose_stack_builds_one_image_and_every_project_service_runs_it() {
             "{path}: the built image is shared ({users} services)"
         );
     }
-}
-
-/// A memory quantity as Kubernetes (`256Mi`, `1Gi`, `512M`) or Compose
-/// (`256m`, `1g`, `256M`, bytes) writes it, in bytes.
-pub fn memory_bytes(quantity: &str) -> u64 {
-    let q = quantity.trim();
-    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
-    let (n, unit) = q.split_at(split);
-    let n: u64 = n
-        .parse()
-        .unwrap_or_else(|_| panic!("memory quantity {quantity:?}"));
-    let mult: u64 = match unit.trim_end_matches(['b', 'B']) {
-        "" => 1,
-        "Ki" | "k" | "K" => 1 << 10,
-        "Mi" | "m" | "M" => 1 << 20,
-        "Gi" | "g" | "G" => 1 << 30,
-        other => panic!("memory unit {other:?} in {quantity:?}"),
-    };
-    n * mult
-}
-
-/// One bridge as a shipped file deploys it: its environment and the memory
-/// it is given.
-pub struct ShippedBridge {
-    pub file: String,
-    pub env: BTreeMap<String, String>,
-    pub memory_limit: Option<u64>,
-}
-
-/// Every bridge of every shipped deployment: the Kubernetes Deployment (with
-/// its ConfigMap) and each bridge service of both compose files.
-pub fn shipped_bridges() -> Vec<ShippedBridge> {
-    let mut found = Vec::new();
-    let objects = kubernetes_objects();
-    let configmap = object(&objects, "ConfigMap");
-    let deployment = object(&objects, "Deployment");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let env = configmap["data"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.push(ShippedBridge {
-        file: "deploy/kubernetes".into(),
-        env,
-        memory_limit: container["resources"]["limits"]["memory"]
-            .as_str()
-            .map(memory_bytes),
-    });
-    for path in COMPOSE_FILES {
-        let compose = Compose::load(path);
-        for name in compose
-            .service_names()
-            .into_iter()
-            .filter(|n| n.starts_with("bridge"))
-        {
-            let service = compose.service(&name);
-            let limit = &service.value["deploy"]["resources"]["limits"]["memory"];
-            let limit = match limit {
-                Value::String(s) => Some(memory_bytes(s)),
-                Value::Number(n) => n.as_u64(),
-                _ => match &service.value["mem_limit"] {
-                    Value::String(s) => Some(memory_bytes(s)),
-                    Value::Number(n) => n.as_u64(),
-                    _ => None,
-                },
-            };
-            found.push(ShippedBridge {
-                file: format!("{path} `{name}`"),
-                env: service.environment(),
-                memory_limit: limit,
-            });
-        }
-    }
-    found
-}
-
-/// The sizing rule of docs/settings.md ("Sizing memory"): twice the bodies
-/// in flight, the kernel's receive buffers of waiting requests, and the
-/// bridge's own footprint.
-pub fn memory_needed(http: &fastpix_nats_bridge::settings::HttpSettings) -> u64 {
-    const FOOTPRINT: u64 = 64 << 20;
-    const SOCKET_BUFFER: u64 = 128 << 10;
-    2 * http.max_in_flight as u64 * http.max_body_bytes as u64
-        + http.max_queued as u64 * SOCKET_BUFFER
-        + FOOTPRINT
 }
 
 #[test]
