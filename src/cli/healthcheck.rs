@@ -14,6 +14,24 @@ use crate::settings::Settings;
 /// What the container healthcheck asks when given no `--url`.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/readyz";
 
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Check instead that this durable consumer exists, with the NATS and
+    /// stream settings the consumer itself uses.
+    #[arg(long, value_name = "NAME", conflicts_with = "url")]
+    pub durable: Option<String>,
+    /// With several webhooks configured: the one whose stream holds the
+    /// durable consumer, by name or subject prefix (else
+    /// `FASTPIX_BRIDGE_WEBHOOK`, as the consumer library reads it).
+    #[arg(long, value_name = "NAME", requires = "durable")]
+    pub webhook: Option<String>,
+    /// Longest wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HealthcheckError {
     #[error("{0:?} is not an http:// URL with a host")]

@@ -16,7 +16,6 @@ pub mod templates;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +26,7 @@ use crate::ops::telemetry;
 use crate::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use consumers::ConsumersArgs;
 use dead_letters::DeadLettersCommand;
+use healthcheck::HealthcheckArgs;
 use send::SendArgs;
 use subscribe::SubscribeArgs;
 
@@ -61,45 +61,25 @@ pub enum Command {
     /// Exit 0 when healthy, 1 with the reason otherwise (for container
     /// healthchecks): a bridge answering 2xx at URL (needs no settings), or
     /// with --durable, a consumer's durable consumer on the bridge's stream.
-    Healthcheck {
-        #[arg(long, default_value = healthcheck::DEFAULT_URL)]
-        url: String,
-        /// Check instead that this durable consumer exists, with the NATS and
-        /// stream settings the consumer itself uses.
-        #[arg(long, value_name = "NAME", conflicts_with = "url")]
-        durable: Option<String>,
-        /// With several webhooks configured: the one whose stream holds the
-        /// durable consumer, by name or subject prefix (else
-        /// `FASTPIX_BRIDGE_WEBHOOK`, as the consumer library reads it).
-        #[arg(long, value_name = "NAME", requires = "durable")]
-        webhook: Option<String>,
-        /// Longest wait for the answer.
-        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-    },
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Runs the command `cli` names: loads settings for it and dispatches.
 pub async fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
-    let purpose = match command {
+    let config = cli.config.as_deref();
+    let purpose = match &command {
+        // Needs no settings for a URL; with --durable it loads the
+        // consumer's own, and any failure (bad settings too) exits 1.
+        Command::Healthcheck(args) => return check_health(args, config).await,
         Command::Serve => Purpose::Bridge,
+        Command::Inspect => Purpose::Inspector,
         Command::Subscribe(_)
         | Command::Send(_)
         | Command::Consumers(_)
         | Command::DeadLetters(_) => Purpose::Client,
-        Command::Inspect => Purpose::Inspector,
-        Command::Healthcheck {
-            url,
-            durable,
-            webhook,
-            timeout,
-        } => {
-            let durable = durable.as_deref().map(|name| (name, webhook.as_deref()));
-            return check_health(&url, durable, cli.config.as_deref(), timeout).await;
-        }
     };
-    let settings = match Settings::load_for(purpose, cli.config.as_deref(), None) {
+    let settings = match Settings::load_for(purpose, config, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -122,30 +102,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             telemetry::init_with(settings.log.format, "warn");
             dead_letters::run(command, &settings).await
         }
-        Command::Healthcheck {
-            url,
-            durable,
-            webhook,
-            timeout,
-        } => {
-            let durable = durable.as_deref().map(|name| (name, webhook.as_deref()));
-            check_health(&url, durable, cli.config.as_deref(), timeout).await
-        }
+        Command::Healthcheck(args) => check_health(&args, config).await,
     }
 }
 
 /// Any failure, bad settings included, exits 1: container engines reserve
 /// other codes.
-async fn check_health(
-    url: &str,
-    durable: Option<(&str, Option<&str>)>,
-    config: Option<&std::path::Path>,
-    timeout: Duration,
-) -> ExitCode {
-    let checked = match durable {
-        None => healthcheck::check(url, timeout).await.map(drop),
-        Some((name, webhook)) => match Settings::load_client(config) {
-            Ok(settings) => healthcheck::check_durable(&settings, webhook, name, timeout).await,
+async fn check_health(args: &HealthcheckArgs, config: Option<&std::path::Path>) -> ExitCode {
+    let timeout = args.timeout;
+    let checked = match &args.durable {
+        None => healthcheck::check(&args.url, timeout).await.map(drop),
+        Some(name) => match Settings::load_client(config) {
+            Ok(settings) => {
+                healthcheck::check_durable(&settings, args.webhook.as_deref(), name, timeout).await
+            }
             Err(e) => {
                 eprintln!("unhealthy: {e}");
                 return ExitCode::FAILURE;

@@ -231,22 +231,20 @@ fn header_string(raw: &RawValue) -> Option<String> {
 
 /// A reference to another FastPix object (`object`, `workspace`, `environment`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ObjectRef {
     #[serde(
         rename = "type",
-        default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub kind: Option<String>,
     #[serde(
-        default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub id: Option<String>,
     #[serde(
-        default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
@@ -274,12 +272,9 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub object: Option<ObjectRef>,
-    #[serde(
-        default,
-        alias = "environment",
-        deserialize_with = "lenient_ref",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// `workspace`, or `environment` in the older envelope.
+    #[serde(alias = "environment", default, deserialize_with = "lenient_ref")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<ObjectRef>,
     #[serde(
         default,
@@ -287,10 +282,9 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub status: Option<String>,
+    /// `createdAt`, or `created_at` in the older envelope.
+    #[serde(rename = "createdAt", alias = "created_at", default)]
     #[serde(
-        rename = "createdAt",
-        alias = "created_at",
-        default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
