@@ -804,7 +804,8 @@ async fn a_real_prometheus_scraping_a_real_bridge_and_inspector_sees_every_metri
     );
 
     // NATS comes back on the same port and store: the inspector reads the
-    // consumers again, so their series are live when the queries below run.
+    // consumers again, so their series are live when the queries below run
+    // (on a loaded machine its first scrapes after the restart may not).
     nats.restart();
     let back = eventually(Duration::from_secs(60), || async {
         prometheus
@@ -812,6 +813,10 @@ async fn a_real_prometheus_scraping_a_real_bridge_and_inspector_sees_every_metri
             .await
             == Some(1.0)
             && prometheus.value("sum(fastpix_inspector_ready)").await == Some(1.0)
+            && prometheus
+                .value("count(fastpix_consumer_pending)")
+                .await
+                .is_some_and(|n| n > 0.0)
     })
     .await;
     assert!(
