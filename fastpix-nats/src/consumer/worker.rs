@@ -16,6 +16,8 @@
 //!   instead of being dropped by the server.
 //! - `concurrency` events run at a time; events of one FastPix object
 //!   (`FastPix-Object-Id`) one at a time, in the order they were delivered.
+//! - an optional gate stops pulling while it is closed (a destination that
+//!   is down), the events already held still being handled;
 //! - shutdown stops pulling, lets running handlers finish within `grace`, and
 //!   hands the others back unacknowledged.
 
@@ -33,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use super::dead_letters;
 use super::dedup::Dedup;
 use super::{BindError, Event, Start, SubjectFilter, SubjectPrefix, headers};
-use crate::nats::dead_letters::{HEADER_STREAM_SEQ, HEADER_SUBJECT, Letter};
+use crate::nats::dead_letters::{HEADER_STREAM_SEQ, HEADER_SUBJECT, Letter, header_value};
 
 /// What the handler decided about one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,14 @@ pub enum Outcome {
     },
     /// Never: stop delivering it and keep it as a dead letter with this reason.
     Reject(String),
+    /// Never, with the detail of the last try: a dead letter with this
+    /// reason and last error, and these headers added to it (a status and
+    /// the start of an answer, say).
+    DeadLetter {
+        reason: String,
+        last_error: String,
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl Outcome {
@@ -170,6 +180,9 @@ pub struct Worker {
     pub grace: Duration,
     /// Skips events this consumer already handled (by FastPix event id).
     pub dedup: Option<Dedup>,
+    /// While it holds `false`, no new events are pulled (those held still
+    /// run): a handler whose destination is down closes it.
+    pub gate: Option<watch::Receiver<bool>>,
 }
 
 impl Worker {
@@ -193,6 +206,7 @@ impl Worker {
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
             grace: DEFAULT_GRACE,
             dedup: None,
+            gate: None,
         }
     }
 
@@ -403,6 +417,13 @@ async fn pull<F, Fut>(
         if *stop.borrow() {
             return;
         }
+        if let Some(gate) = &w.gate {
+            let mut gate = gate.clone();
+            tokio::select! {
+                _ = stop.changed() => return,
+                open = gate.wait_for(|open| *open) => if open.is_err() { return },
+            }
+        }
         let mut permits: OwnedSemaphorePermit = tokio::select! {
             _ = stop.changed() => return,
             p = room.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -573,7 +594,7 @@ async fn settle<F, Fut>(
             w.max_deliveries
         );
         let last = "no outcome from the earlier deliveries (the worker stopped or crashed while handling it)";
-        return dead_letter(shared, &msg, &delivery, &reason, last).await;
+        return dead_letter(shared, &msg, &delivery, &reason, last, &[]).await;
     }
     let event_id = delivery.event_id().map(str::to_owned);
     if let (Some(dedup), Some(id)) = (&w.dedup, &event_id) {
@@ -625,11 +646,18 @@ async fn settle<F, Fut>(
         }
         Outcome::Retry { error, .. } => {
             let reason = format!("retries exhausted after {delivered} deliveries");
-            dead_letter(shared, &msg, &delivery, &reason, &error).await;
+            dead_letter(shared, &msg, &delivery, &reason, &error, &[]).await;
         }
         Outcome::Reject(reason) => {
             let reason = format!("rejected: {reason}");
-            dead_letter(shared, &msg, &delivery, &reason, &reason).await;
+            dead_letter(shared, &msg, &delivery, &reason, &reason, &[]).await;
+        }
+        Outcome::DeadLetter {
+            reason,
+            last_error,
+            headers,
+        } => {
+            dead_letter(shared, &msg, &delivery, &reason, &last_error, &headers).await;
         }
     }
 }
@@ -661,8 +689,13 @@ async fn dead_letter<F>(
     delivery: &Delivery,
     reason: &str,
     last_error: &str,
+    extra: &[(String, String)],
 ) {
     let w = &shared.worker;
+    let mut original = delivery.headers.clone();
+    for (name, value) in extra {
+        original.insert(name.as_str(), header_value(value).as_str());
+    }
     let (source, source_seq) = match (delivery.redriven, msg.info()) {
         (false, Ok(i)) => ("events", i.stream_sequence),
         (true, Ok(i)) => ("redrive", i.stream_sequence),
@@ -680,7 +713,7 @@ async fn dead_letter<F>(
     match dead_letters::write(
         &shared.js,
         &w.prefix,
-        Some(&delivery.headers),
+        Some(&original),
         delivery.payload.clone(),
         &letter,
     )

@@ -10,11 +10,10 @@
 //! of one by name). [`raw`] is the file's shape as a whole and calls each
 //! section's validation; [`refusals`] names a rule derived from the others.
 //!
-//! A new section `[forward]` is one file `forward.rs` holding
-//! `ForwardSettings` (`Deserialize`, `deny_unknown_fields`, `Default`) and
-//! its `validate`, one field in [`raw::Raw`] and in [`Settings`], and one
-//! call in `Raw::validate`.
+//! [`forward`] holds the `[forward.<name>]` HTTP destinations, checked
+//! against the webhooks they read.
 
+pub mod forward;
 pub mod http;
 pub mod inspect;
 pub mod jetstream;
@@ -27,6 +26,7 @@ pub mod webhooks;
 
 use std::path::Path;
 
+pub use forward::Destination;
 pub use http::HttpSettings;
 pub use inspect::{INSPECT_TOKEN_MIN_LEN, InspectSettings};
 pub use jetstream::{JetStreamSettings, Storage};
@@ -94,6 +94,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub inspect: InspectSettings,
     pub secrets: SecretsSettings,
+    /// `[forward.<name>]` destinations, sorted by name.
+    pub forward: Vec<Destination>,
 }
 
 /// Who the settings are for: the bridge must be able to verify what it

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use super::forward::DestinationRaw;
 use super::webhooks::{CloudEventsRaw, NamedWebhookRaw, SubjectRaw, WebhookRaw};
 use super::{
     HttpSettings, InspectSettings, JetStreamSettings, LogSettings, NatsSettings, Purpose,
@@ -25,6 +26,7 @@ pub(super) struct Raw {
     pub(super) inspect: InspectSettings,
     pub(super) cloudevents: CloudEventsRaw,
     pub(super) secrets: SecretsSettings,
+    pub(super) forward: BTreeMap<String, DestinationRaw>,
 }
 
 impl Raw {
@@ -34,6 +36,7 @@ impl Raw {
         self.http.validate()?;
         self.nats.validate()?;
         self.jetstream.validate()?;
+        let forward = super::forward::resolve(&self.forward, &webhooks)?;
         if purpose == Purpose::Inspector {
             self.inspect.validate()?;
         }
@@ -45,6 +48,7 @@ impl Raw {
             log: self.log,
             secrets: self.secrets,
             inspect: self.inspect,
+            forward,
         })
     }
 }
