@@ -2,7 +2,7 @@
 //!
 //! The folders are layers; a folder imports only folders of lower layers:
 //!
-//! Layers, lowest first: fastpix → settings → ops → nats → bridge | consumer | inspect → cli
+//! Layers, lowest first: fastpix → settings → ops → nats → bridge | consumer | inspect → forward → cli
 //!
 //! [`fastpix`] is what FastPix sends (envelope, signature, subject mapping,
 //! the one event catalog); [`settings`] loads and validates configuration,
@@ -17,6 +17,8 @@
 //! [`consumer`] is what services consuming the events build on (binding,
 //! the worker with retries and dead letters, dedup, the pull engine); and
 //! [`inspect`] is the inspector (a page and an API reading NATS only).
+//! [`forward`] delivers the stream to HTTP destinations, each a durable
+//! consumer run by the consumer library's worker.
 //! [`cli`] is the command line on top: `subscribe`, `send`, `consumers`,
 //! `dead-letters`, `inspect` and `healthcheck`.
 //!
@@ -27,6 +29,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod forward;
 pub mod inspect;
 pub mod nats;
 pub mod ops;

@@ -2,12 +2,14 @@
 //! (the default), the client commands `subscribe` (reads events from NATS),
 //! `send` (posts signed test events to a bridge), `consumers` (lists the
 //! durable consumers) and `dead-letters` (lists and redrives them), `inspect`
-//! (the inspector's page and API), and `healthcheck`.
+//! (the inspector's page and API), `forward` (delivers events to HTTP
+//! destinations), and `healthcheck`.
 //! Client commands load the bridge's own settings (see
 //! [`crate::settings::Settings::load_client`]), so they need no setup of
 //! their own beside a running bridge and NATS.
 pub mod consumers;
 pub mod dead_letters;
+pub mod forward;
 pub mod healthcheck;
 pub mod inspect;
 pub mod send;
@@ -26,6 +28,7 @@ use crate::ops::telemetry;
 use crate::settings::{CONFIG_FILE_ENV, Purpose, Settings};
 use consumers::ConsumersArgs;
 use dead_letters::DeadLettersCommand;
+use forward::ForwardArgs;
 use healthcheck::HealthcheckArgs;
 use send::SendArgs;
 use subscribe::SubscribeArgs;
@@ -55,6 +58,9 @@ pub enum Command {
     /// List the events consumers gave up on, or deliver them again to one consumer.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Deliver events to HTTP destinations (forward.<name>.* settings), or
+    /// with --to URL to one local handler (development mode).
+    Forward(ForwardArgs),
     /// Serve the inspector: a web page and JSON API showing stored events,
     /// refused deliveries and consumers, read from NATS (inspect.* settings).
     Inspect,
@@ -75,6 +81,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => Purpose::Bridge,
         Command::Inspect => Purpose::Inspector,
         Command::Subscribe(_)
+        | Command::Forward(_)
         | Command::Send(_)
         | Command::Consumers(_)
         | Command::DeadLetters(_) => Purpose::Client,
@@ -94,6 +101,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Send(args) => send::run(args, &settings).await,
         Command::Inspect => inspect::run(settings).await,
+        Command::Forward(args) => {
+            let quiet = if args.to.is_some() { "warn" } else { "info" };
+            telemetry::init_with(settings.log.format, quiet);
+            forward::run(args, settings).await
+        }
         Command::Consumers(args) => {
             telemetry::init_with(settings.log.format, "warn");
             consumers::run(args, &settings).await

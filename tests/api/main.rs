@@ -12,6 +12,7 @@ mod consumers;
 mod deploy;
 mod edge;
 mod faults;
+mod forward;
 mod fuzz;
 mod headers;
 mod helpers;

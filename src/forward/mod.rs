@@ -1,0 +1,173 @@
+//! Forwarding: every `[forward.<name>]` destination is a durable consumer
+//! `forward-<name>` run by the consumer library's [`Worker`], whose handler
+//! POSTs each event to the destination ([`deliver`]): re-signed as FastPix
+//! signs, retried on the destination's back-off, kept as a dead letter of
+//! `forward-<name>` once refused `max_attempts` times, and held while the
+//! destination is down (the worker's gate closes; one event probes).
+//! [`metrics`] counts it all; see docs/forwarding.md.
+
+pub mod deliver;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use crate::consumer::{Start, Worker, WorkerError};
+use crate::settings::{Destination, Settings};
+use deliver::{Reporter, Target};
+use metrics::ForwardMetrics;
+
+/// Far more than any delivery takes: the handler holds an event for as long
+/// as its destination is down, and the worker must not abandon it.
+const HOLD_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How the destinations are run.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Where a new consumer starts (default: new events only).
+    pub start: Option<Start>,
+    /// Told of every attempt (the development mode's lines).
+    pub report: Option<Reporter>,
+}
+
+/// Why forwarding could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("destination `{0}`: cannot build its HTTP client: {1}")]
+    Client(String, reqwest::Error),
+    #[error("destination `{0}` reads webhook `{1}`, which is not configured")]
+    Webhook(String, String),
+    #[error("destination `{0}`: {1}")]
+    Worker(String, WorkerError),
+}
+
+/// The worker running `dest`, not yet started.
+pub fn worker_for(
+    settings: &Settings,
+    dest: &Destination,
+    target: &Target,
+    start: Start,
+) -> Result<Worker, ForwardError> {
+    let webhook = settings
+        .webhooks
+        .iter()
+        .find(|w| w.name == dest.webhook)
+        .ok_or_else(|| ForwardError::Webhook(dest.name.clone(), dest.webhook.clone()))?;
+    let mut w = Worker::new(
+        webhook.stream.clone(),
+        webhook.prefix.clone(),
+        dest.consumer(),
+        dest.filters.clone(),
+    );
+    w.start = start;
+    w.concurrency = dest.concurrency;
+    // Attempts are counted by the handler (an outage's do not count); the
+    // worker's count of deliveries is no limit here.
+    w.max_deliveries = u64::MAX;
+    w.backoff = dest.backoff.clone();
+    w.handler_timeout = HOLD_LIMIT;
+    w.grace = Duration::from_secs(10);
+    w.gate = Some(target.gate());
+    Ok(w)
+}
+
+/// Builds a target per destination.
+pub fn targets(
+    destinations: &[Destination],
+    metrics: &ForwardMetrics,
+    options: &Options,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<Arc<Target>>, ForwardError> {
+    destinations
+        .iter()
+        .map(|d| {
+            Target::new(
+                d.clone(),
+                metrics.clone(),
+                options.report.clone(),
+                stop.clone(),
+            )
+            .map_err(|e| ForwardError::Client(d.name.clone(), e))
+        })
+        .collect()
+}
+
+/// Runs every target until `stop` turns true.
+pub async fn run(
+    settings: &Settings,
+    js: &jetstream::Context,
+    targets: &[Arc<Target>],
+    options: &Options,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ForwardError> {
+    let start = options.start.unwrap_or(Start::New);
+    let mut runs = Vec::new();
+    for target in targets {
+        let worker = worker_for(settings, &target.dest, target, start)?;
+        let name = target.dest.name.clone();
+        let target = target.clone();
+        let mut stop = stop.clone();
+        let js = js.clone();
+        tracing::info!(
+            destination = %name,
+            url = %target.dest.url,
+            consumer = %target.dest.consumer(),
+            "forwarding"
+        );
+        runs.push(async move {
+            let handler_target = target.clone();
+            worker
+                .run(
+                    &js,
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    move |d| handler_target.clone().deliver(d),
+                )
+                .await
+                .map_err(|e| ForwardError::Worker(name, e))
+        });
+    }
+    let secrets = tokio::spawn(watch_secrets(
+        targets.to_vec(),
+        settings.secrets.check_interval,
+    ));
+    let results = join_all(runs).await;
+    secrets.abort();
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(drop)
+}
+
+/// Reloads a destination's `signing_secret_file` when its content changes.
+async fn watch_secrets(targets: Vec<Arc<Target>>, every: Duration) {
+    let read = |t: &Target| t.dest.secrets.file().and_then(|p| std::fs::read(p).ok());
+    let mut seen: Vec<Option<Vec<u8>>> = targets.iter().map(|t| read(t)).collect();
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        for (t, seen) in targets.iter().zip(seen.iter_mut()) {
+            let Some(file) = t.dest.secrets.file() else {
+                continue;
+            };
+            let now = read(t);
+            if now == *seen {
+                continue;
+            }
+            *seen = now;
+            match t.dest.secrets.reload() {
+                Ok(_) => {
+                    tracing::info!(destination = %t.dest.name, file = %file.display(), "signing secret reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(destination = %t.dest.name, error = %e, "signing secret not reloaded; the one in force stays")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,812 @@
+//! `forward`, the real binary, against a real nats-server, a real bridge
+//! (in process) and real HTTP receivers on loopback: filters and signatures
+//! per destination, retries of a flaky destination, a destination down for
+//! a while, a refused event kept as a dead letter and redriven, the
+//! development mode catching up, and a forwarder killed mid-stream.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use fastpix_nats_bridge::consumer::SubjectPrefix;
+use fastpix_nats_bridge::consumer::dead_letters;
+
+use crate::helpers::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn id(&self) -> String {
+        self.header("FastPix-Event-Id").to_owned()
+    }
+}
+
+/// What a receiver answers: status, `Retry-After`, a delay before answering.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    status: u16,
+    retry_after: Option<u64>,
+    delay: Duration,
+}
+
+impl Reply {
+    const OK: Reply = Reply {
+        status: 200,
+        retry_after: None,
+        delay: Duration::ZERO,
+    };
+    fn status(status: u16) -> Self {
+        Reply {
+            status,
+            ..Reply::OK
+        }
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&Got, usize) -> Reply + Send + Sync>;
+
+/// An HTTP receiver on loopback: records every request; answers as the
+/// behaviour says (given the request and how many times its event id came,
+/// this one included).
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl Receiver {
+    async fn start(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(listener, behaviour)
+    }
+
+    fn on(listener: tokio::net::TcpListener, behaviour: Behaviour) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let (g, b) = (got.clone(), behaviour.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (g, b) = (g.clone(), b.clone());
+                async move {
+                    let req = Got {
+                        headers,
+                        body,
+                        at: Instant::now(),
+                    };
+                    let reply = {
+                        let mut all = g.lock().unwrap();
+                        all.push(req.clone());
+                        let n = all.iter().filter(|x| x.id() == req.id()).count();
+                        let f = b.lock().unwrap().clone();
+                        f(&req, n)
+                    };
+                    if !reply.delay.is_zero() {
+                        tokio::time::sleep(reply.delay).await;
+                    }
+                    let mut h = HeaderMap::new();
+                    if let Some(s) = reply.retry_after {
+                        h.insert("retry-after", s.to_string().parse().unwrap());
+                    }
+                    (
+                        StatusCode::from_u16(reply.status).unwrap(),
+                        h,
+                        "answer from the receiver",
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            got,
+            behaviour,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Requests answered 2xx by the current rule are not told apart here:
+    /// the ids of every request, first-seen order, without repeats (what a
+    /// receiver deduplicating on FastPix-Event-Id keeps).
+    fn ids(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        self.got()
+            .into_iter()
+            .map(|g| g.id())
+            .filter(|id| seen.insert(id.clone()))
+            .collect()
+    }
+}
+
+fn always(reply: Reply) -> Behaviour {
+    Arc::new(move |_, _| reply)
+}
+
+/// The forwarder binary as a child process, its output kept line by line.
+struct Forwarder {
+    child: Option<Child>,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Forwarder {
+    fn start(nats: &NatsServer, args: &[&str], env: &[(String, String)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+            .arg("forward")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FASTPIX_BRIDGE__LOG__FORMAT", "json")
+            .env("FASTPIX_BRIDGE__NATS__URL", nats.url())
+            .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the forwarder");
+        let keep = |r: Box<dyn std::io::Read + Send>| {
+            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let out = keep(Box::new(child.stdout.take().unwrap()));
+        let err = keep(Box::new(child.stderr.take().unwrap()));
+        Forwarder {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.err.lock().unwrap().join("\n")
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The admin address from the startup log.
+    async fn admin(&self) -> SocketAddr {
+        let mut found = None;
+        let ok = eventually(LIMIT, || {
+            found = self.err.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                let m = v["message"].as_str().or(v["fields"]["message"].as_str())?;
+                if !m.starts_with("admin listening") {
+                    return None;
+                }
+                v["addr"]
+                    .as_str()
+                    .or(v["fields"]["addr"].as_str())?
+                    .parse()
+                    .ok()
+            });
+            std::future::ready(found.is_some())
+        })
+        .await;
+        assert!(ok, "no admin address:\n{}", self.log());
+        found.unwrap()
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let url = format!("http://{}/metrics", self.admin().await);
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        Scrape(text).value(series).unwrap_or(0.0)
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .expect("kill");
+        }
+    }
+
+    async fn wait_exit(&mut self) {
+        let ok = eventually(LIMIT, || {
+            let done = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            std::future::ready(done)
+        })
+        .await;
+        assert!(ok, "forwarder still running:\n{}", self.log());
+        self.child = None;
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprintln!("forwarder log:\n{}", self.log());
+        }
+    }
+}
+
+/// `forward.<name>.*` variables.
+fn dest_env(name: &str, url: &str, secret: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let key = |k: &str| format!("FASTPIX_BRIDGE__FORWARD__{}__{k}", name.to_uppercase());
+    let mut env = vec![
+        (key("URL"), url.to_owned()),
+        (key("SIGNING_SECRET"), secret.to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (key(k), v.to_string())));
+    env
+}
+
+/// Waits for the durable consumer `name` to exist (new destinations start
+/// at new events: events are posted after).
+async fn consumer_ready(nats: &NatsServer, name: &str, f: &Forwarder) {
+    let js = jetstream::new(nats.client().await);
+    let ok = eventually(LIMIT, || {
+        let js = js.clone();
+        async move {
+            let Ok(s) = js.get_stream("FASTPIX").await else {
+                return false;
+            };
+            s.consumer_info(name).await.is_ok()
+        }
+    })
+    .await;
+    assert!(ok, "consumer {name} not created:\n{}", f.log());
+}
+
+/// A media event `id` about `object`.
+fn body(event_type: &str, id: &str, object: &str) -> String {
+    serde_json::json!({
+        "type": event_type,
+        "id": id,
+        "object": { "type": "media", "id": object },
+        "workspace": { "id": "ws-test" },
+        "status": "ready",
+        "createdAt": "2026-05-11T20:42:16.361817248Z",
+        "data": { "note": format!("event {id}"), "unicode": "é ✓" }
+    })
+    .to_string()
+}
+
+async fn post_all(app: &TestApp, bodies: &[String]) {
+    for b in bodies {
+        assert_eq!(app.post_signed(b).await.status(), 200, "{b}");
+    }
+}
+
+async fn wait_ids(r: &Receiver, want: usize, f: &Forwarder) {
+    let ok = eventually(LIMIT, || std::future::ready(r.ids().len() >= want)).await;
+    assert!(
+        ok,
+        "{} of {want} events delivered:\n{}",
+        r.ids().len(),
+        f.log()
+    );
+}
+
+/// The events of each object, in the order the receiver first got them,
+/// must be in the order they were posted.
+fn assert_object_order(r: &Receiver, posted: &[(String, String)]) {
+    let object_of: HashMap<&str, &str> = posted
+        .iter()
+        .map(|(id, o)| (id.as_str(), o.as_str()))
+        .collect();
+    let mut per_object: HashMap<&str, Vec<String>> = HashMap::new();
+    for id in r.ids() {
+        per_object
+            .entry(object_of[id.as_str()])
+            .or_default()
+            .push(id);
+    }
+    for (object, got) in per_object {
+        let want: Vec<String> = posted
+            .iter()
+            .filter(|(_, o)| o == object)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(got, want, "order of {object}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_destinations_get_exactly_their_events_byte_for_byte_and_signed_with_their_secret() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let media = Receiver::start(always(Reply::OK)).await;
+    let live = Receiver::start(always(Reply::OK)).await;
+    let every = Receiver::start(always(Reply::OK)).await;
+    let mut env = dest_env("media", &media.url(), SECRET, &[("FAMILIES", "media")]);
+    env.extend(dest_env(
+        "live",
+        &live.url(),
+        SECRET_2,
+        &[("TYPES", "video.live_stream.active")],
+    ));
+    env.extend(dest_env(
+        "every",
+        &every.url(),
+        SECRET,
+        &[("HEADERS__X_API_KEY", "k-123")],
+    ));
+    let f = Forwarder::start(&nats, &[], &env);
+    for c in ["forward-media", "forward-live", "forward-every"] {
+        consumer_ready(&nats, c, &f).await;
+    }
+    let bodies = [
+        body("video.media.ready", "e1", "m1"),
+        body("video.live_stream.active", "e2", "l1"),
+        body("video.live_stream.idle", "e3", "l1"),
+        body("video.media.failed", "e4", "m2"),
+        body("video.upload.created", "e5", "u1"),
+    ];
+    post_all(&app, &bodies).await;
+    wait_ids(&every, 5, &f).await;
+    wait_ids(&media, 2, &f).await;
+    wait_ids(&live, 1, &f).await;
+    // Nothing more comes: the last event stored reached `every`, and each
+    // consumer has nothing pending.
+    let js = jetstream::new(nats.client().await);
+    for c in ["forward-media", "forward-live", "forward-every"] {
+        let ok = eventually(LIMIT, || {
+            let js = js.clone();
+            async move {
+                let s = js.get_stream("FASTPIX").await.unwrap();
+                let i = s.consumer_info(c).await.unwrap().clone();
+                i.num_pending == 0 && i.num_ack_pending == 0
+            }
+        })
+        .await;
+        assert!(ok, "{c} still has events");
+    }
+    let sorted = |r: &Receiver| {
+        let mut ids = r.ids();
+        ids.sort();
+        ids
+    };
+    assert_eq!(sorted(&media), ["e1", "e4"]);
+    assert_eq!(live.ids(), ["e2"]);
+    assert_eq!(sorted(&every), ["e1", "e2", "e3", "e4", "e5"]);
+    // One object's events in order, the others in parallel.
+    let l1: Vec<String> = every
+        .ids()
+        .into_iter()
+        .filter(|i| i == "e2" || i == "e3")
+        .collect();
+    assert_eq!(l1, ["e2", "e3"]);
+    // Each once: nothing was retried.
+    assert_eq!(every.got().len(), 5);
+
+    let stored = stream_messages(&nats.client().await, "FASTPIX").await;
+    for (r, secret, other) in [
+        (&media, SECRET, SECRET_2),
+        (&live, SECRET_2, SECRET),
+        (&every, SECRET, SECRET_2),
+    ] {
+        for g in r.got() {
+            let original = stored
+                .iter()
+                .find(|m| m.decoded_header("FastPix-Event-Id").as_deref() == Some(&g.id()))
+                .expect("stored");
+            assert_eq!(
+                g.body.as_ref(),
+                original.payload.as_slice(),
+                "byte for byte"
+            );
+            assert_eq!(g.header("content-type"), "application/json");
+            assert_eq!(g.header("FastPix-Signature"), sign(secret, &g.body));
+            assert_ne!(g.header("FastPix-Signature"), sign(other, &g.body));
+            let event: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+            assert_eq!(g.header("FastPix-Event-Type"), event["type"]);
+            assert_eq!(g.header("FastPix-Webhook"), "default");
+            assert_eq!(g.header("FastPix-Delivery-Attempt"), "1");
+            assert!(g.header("user-agent").starts_with("fastpix-nats-bridge/"));
+        }
+    }
+    assert!(every.got().iter().all(|g| g.header("x-api-key") == "k-123"));
+    assert!(media.got().iter().all(|g| g.header("x-api-key").is_empty()));
+    assert!(!f.log().contains("k-123"), "a static header was logged");
+    assert_eq!(
+        f.metric(r#"fastpix_forward_deliveries_total{destination="every",outcome="delivered"}"#)
+            .await,
+        5.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_destination_gets_everything_in_order_per_object_after_the_waits_it_asked_for() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    // First try of each event: 503 with Retry-After: 1; second try of every
+    // third event: an answer slower than the timeout; then 200.
+    let r = Receiver::start(Arc::new(|g: &Got, n| {
+        let i: usize = g.id().trim_start_matches('f').parse().unwrap_or(0);
+        match n {
+            1 => Reply {
+                status: 503,
+                retry_after: Some(1),
+                delay: Duration::ZERO,
+            },
+            2 if i.is_multiple_of(3) => Reply {
+                delay: Duration::from_secs(3),
+                ..Reply::OK
+            },
+            _ => Reply::OK,
+        }
+    }))
+    .await;
+    let env = dest_env(
+        "flaky",
+        &r.url(),
+        SECRET,
+        &[
+            ("TIMEOUT", "1s"),
+            ("BACKOFF", "200ms"),
+            ("MAX_ATTEMPTS", "10"),
+            ("CONCURRENCY", "4"),
+        ],
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-flaky", &f).await;
+    let posted: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("f{i}"), format!("obj-{}", i % 3)))
+        .collect();
+    let bodies: Vec<String> = posted
+        .iter()
+        .map(|(id, o)| body("video.media.updated", id, o))
+        .collect();
+    post_all(&app, &bodies).await;
+    let ok = eventually(LIMIT, || {
+        let got = r.got();
+        std::future::ready(posted.iter().all(|(id, _)| {
+            got.iter().filter(|g| &g.id() == id).count() >= 2
+                && (!id
+                    .trim_start_matches('f')
+                    .parse::<usize>()
+                    .unwrap()
+                    .is_multiple_of(3)
+                    || got.iter().filter(|g| &g.id() == id).count() >= 3)
+        }))
+    })
+    .await;
+    assert!(ok, "not everything retried to success:\n{}", f.log());
+    // Per object, the first try of each event came after every try of the
+    // object's earlier events: an event is retried before the next is sent.
+    let got = r.got();
+    for (i, (id, object)) in posted.iter().enumerate() {
+        let tries: Vec<&Got> = got.iter().filter(|g| &g.id() == id).collect();
+        // The wait asked for by Retry-After was kept.
+        assert!(
+            tries[1].at.duration_since(tries[0].at) >= Duration::from_secs(1),
+            "{id} retried before Retry-After"
+        );
+        let attempts: Vec<&str> = tries
+            .iter()
+            .map(|g| g.header("FastPix-Delivery-Attempt"))
+            .collect();
+        assert_eq!(attempts[..2], ["1", "2"], "{id}");
+        for (earlier, _) in posted[..i].iter().filter(|(_, o)| o == object) {
+            let last_earlier = got
+                .iter()
+                .filter(|g| &g.id() == earlier)
+                .map(|g| g.at)
+                .max();
+            assert!(last_earlier.unwrap() <= tries[0].at, "{earlier} then {id}");
+        }
+    }
+    assert_object_order(&r, &posted);
+    let dead = dead_letters::list(
+        &jetstream::new(nats.client().await),
+        "FASTPIX",
+        &SubjectPrefix::default(),
+        Some("forward-flaky"),
+    )
+    .await
+    .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+async fn dead_of(nats: &NatsServer, consumer: &str) -> Vec<dead_letters::DeadLetter> {
+    dead_letters::list(
+        &jetstream::new(nats.client().await),
+        "FASTPIX",
+        &SubjectPrefix::default(),
+        Some(consumer),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_a_while_gets_everything_after_and_dead_letters_nothing() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    // Nothing listens on the destination's port until it comes back.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let env = dest_env(
+        "down",
+        &url,
+        SECRET,
+        &[
+            ("MAX_ATTEMPTS", "3"),
+            ("BACKOFF", "100ms, 200ms"),
+            ("PROBE_INTERVAL", "1s"),
+            ("CONCURRENCY", "4"),
+        ],
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-down", &f).await;
+    let posted: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("d{i}"), format!("obj-{}", i % 4)))
+        .collect();
+    let bodies: Vec<String> = posted
+        .iter()
+        .map(|(id, o)| body("video.media.updated", id, o))
+        .collect();
+    post_all(&app, &bodies).await;
+    // Down for as long as it takes the forwarder to pause and then make
+    // many times max_attempts tries (the issue's hour, shortened: what
+    // matters is that the tries during the outage far exceed max_attempts).
+    let paused = r#"fastpix_forward_paused{destination="down"}"#;
+    let refused = r#"fastpix_forward_deliveries_total{destination="down",outcome="unreachable"}"#;
+    let ok = eventually(LIMIT, || async {
+        f.metric(paused).await == 1.0 && f.metric(refused).await >= 12.0
+    })
+    .await;
+    assert!(ok, "not paused after failures:\n{}", f.log());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let r = Receiver::on(listener, always(Reply::OK));
+    wait_ids(&r, posted.len(), &f).await;
+    assert_object_order(&r, &posted);
+    let ok = eventually(LIMIT, || async { f.metric(paused).await == 0.0 }).await;
+    assert!(ok, "still paused");
+    assert!(dead_of(&nats, "forward-down").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_with_422_is_a_dead_letter_with_its_status_and_a_redrive_delivers_it() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(Arc::new(|g: &Got, _| {
+        if g.id() == "bad" {
+            Reply::status(422)
+        } else {
+            Reply::OK
+        }
+    }))
+    .await;
+    let env = dest_env(
+        "strict",
+        &r.url(),
+        SECRET,
+        &[("MAX_ATTEMPTS", "3"), ("BACKOFF", "100ms")],
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-strict", &f).await;
+    let bodies = [
+        body("video.media.ready", "a", "m1"),
+        body("video.media.ready", "bad", "m2"),
+        body("video.media.ready", "c", "m3"),
+    ];
+    post_all(&app, &bodies).await;
+    let ok = eventually(LIMIT, || async {
+        !dead_of(&nats, "forward-strict").await.is_empty()
+    })
+    .await;
+    assert!(ok, "no dead letter:\n{}", f.log());
+    let dead = dead_of(&nats, "forward-strict").await;
+    assert_eq!(dead.len(), 1);
+    let letter = &dead[0];
+    assert_eq!(letter.header("FastPix-Forward-Status"), Some("422"));
+    assert_eq!(
+        letter.header("FastPix-Forward-Answer"),
+        Some("answer from the receiver")
+    );
+    assert!(letter.last_error.contains("422"), "{}", letter.last_error);
+    assert_eq!(r.got().iter().filter(|g| g.id() == "bad").count(), 3);
+    wait_ids(&r, 3, &f).await;
+    assert_eq!(
+        f.metric(r#"fastpix_forward_dead_letters_total{destination="strict"}"#)
+            .await,
+        1.0
+    );
+
+    // The destination is fixed; the dead letter is redriven with the CLI.
+    r.set(always(Reply::OK));
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
+        .args([
+            "dead-letters",
+            "redrive",
+            "--consumer",
+            "forward-strict",
+            "--all",
+        ])
+        .env_clear()
+        .env("FASTPIX_BRIDGE__NATS__URL", nats.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = eventually(LIMIT, || {
+        let ok = r.got().iter().filter(|g| g.id() == "bad").count() == 4;
+        std::future::ready(ok)
+    })
+    .await;
+    assert!(ok, "redriven event not delivered:\n{}", f.log());
+    let last = r.got().into_iter().rfind(|g| g.id() == "bad").unwrap();
+    assert_eq!(last.header("FastPix-Signature"), sign(SECRET, &last.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_mode_with_durable_catches_up_after_a_restart_in_order() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply::OK)).await;
+    let url = r.url();
+    let args = [
+        "--to",
+        url.as_str(),
+        "--secret",
+        SECRET,
+        "--durable",
+        "laptop",
+    ];
+    let mut f = Forwarder::start(&nats, &args, &[]);
+    consumer_ready(&nats, "laptop", &f).await;
+    let first: Vec<String> = (0..5)
+        .map(|i| body("video.media.updated", &format!("v{i}"), "m1"))
+        .collect();
+    post_all(&app, &first).await;
+    wait_ids(&r, 5, &f).await;
+    let ok = eventually(LIMIT, || std::future::ready(f.stdout().len() >= 5)).await;
+    assert!(ok, "no lines:\n{}", f.log());
+    let line = &f.stdout()[0];
+    assert!(
+        line.contains("video.media.updated v0 200") && line.contains("attempt 1"),
+        "{line}"
+    );
+    f.signal("-TERM");
+    f.wait_exit().await;
+
+    // Sent while it is away.
+    let second: Vec<String> = (5..10)
+        .map(|i| body("video.media.updated", &format!("v{i}"), "m1"))
+        .collect();
+    post_all(&app, &second).await;
+    let f = Forwarder::start(&nats, &args, &[]);
+    wait_ids(&r, 10, &f).await;
+    let want: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    assert_eq!(r.ids(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_mode_without_durable_leaves_no_consumer_behind() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply::OK)).await;
+    let url = r.url();
+    let mut f = Forwarder::start(
+        &nats,
+        &[
+            "--to",
+            url.as_str(),
+            "--secret",
+            SECRET,
+            "--family",
+            "media",
+        ],
+        &[],
+    );
+    let js = jetstream::new(nats.client().await);
+    let ok = eventually(LIMIT, || {
+        let js = js.clone();
+        async move {
+            let mut s = js.get_stream("FASTPIX").await.unwrap();
+            s.info().await.unwrap().state.consumer_count == 1
+        }
+    })
+    .await;
+    assert!(ok, "{}", f.log());
+    post_all(
+        &app,
+        &[
+            body("video.upload.created", "u", "u1"),
+            body("video.media.ready", "m", "m1"),
+        ],
+    )
+    .await;
+    wait_ids(&r, 1, &f).await;
+    assert_eq!(r.ids(), ["m"]);
+    f.signal("-TERM");
+    f.wait_exit().await;
+    let mut s = js.get_stream("FASTPIX").await.unwrap();
+    assert_eq!(s.info().await.unwrap().state.consumer_count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarder_killed_mid_stream_loses_nothing_after_its_restart() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply {
+        delay: Duration::from_millis(20),
+        ..Reply::OK
+    }))
+    .await;
+    let env = dest_env("crash", &r.url(), SECRET, &[("CONCURRENCY", "4")]);
+    let mut f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-crash", &f).await;
+    let posted: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), format!("obj-{}", i % 8)))
+        .collect();
+    let bodies: Vec<String> = posted
+        .iter()
+        .map(|(id, o)| body("video.media.updated", id, o))
+        .collect();
+    post_all(&app, &bodies).await;
+    let ok = eventually(LIMIT, || std::future::ready(r.ids().len() >= 20)).await;
+    assert!(ok, "{}", f.log());
+    f.signal("-KILL");
+    f.wait_exit().await;
+    let before = r.ids().len();
+    assert!(
+        before < posted.len(),
+        "all delivered before the kill: make the receiver slower"
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    wait_ids(&r, posted.len(), &f).await;
+    let got: HashSet<String> = r.ids().into_iter().collect();
+    for (id, _) in &posted {
+        assert!(got.contains(id), "{id} lost");
+    }
+}
