@@ -4,9 +4,12 @@
 //! signs, retried on the destination's back-off, kept as a dead letter of
 //! `forward-<name>` once refused `max_attempts` times, and held while the
 //! destination is down (the worker's gate closes; one event probes).
-//! [`metrics`] counts it all; see docs/forwarding.md.
+//! [`lease`] lets one forwarder process at a time deliver for a
+//! destination, the others standing by. [`metrics`] counts it all; see
+//! docs/forwarding.md.
 
 pub mod deliver;
+pub mod lease;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -105,31 +108,25 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<(), ForwardError> {
     let start = options.start.unwrap_or(Start::New);
+    let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut runs = Vec::new();
     for target in targets {
-        let worker = worker_for(settings, &target.dest, target, start)?;
-        let name = target.dest.name.clone();
+        // Checked before anything runs: a bad name or webhook stops at once.
+        worker_for(settings, &target.dest, target, start)?;
         let target = target.clone();
-        let mut stop = stop.clone();
-        let js = js.clone();
+        let (settings, js, stop, holder) = (settings, js.clone(), stop.clone(), holder.clone());
         tracing::info!(
-            destination = %name,
+            destination = %target.dest.name,
             url = %target.dest.url,
             consumer = %target.dest.consumer(),
             "forwarding"
         );
         runs.push(async move {
-            let handler_target = target.clone();
-            worker
-                .run(
-                    &js,
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                    move |d| handler_target.clone().deliver(d),
-                )
-                .await
-                .map_err(|e| ForwardError::Worker(name, e))
+            while let Some(lease) = take_lease(&js, settings, &target, &holder, &stop).await {
+                let worker = worker_for(settings, &target.dest, &target, start)?;
+                deliver_while_held(&js, worker, &target, lease, stop.clone()).await?;
+            }
+            Ok(())
         });
     }
     let secrets = tokio::spawn(watch_secrets(
@@ -142,6 +139,93 @@ pub async fn run(
         .into_iter()
         .collect::<Result<Vec<()>, _>>()
         .map(drop)
+}
+
+/// Waits for the destination's lease (or the stop: `None`).
+async fn take_lease(
+    js: &jetstream::Context,
+    settings: &Settings,
+    target: &Target,
+    holder: &str,
+    stop: &watch::Receiver<bool>,
+) -> Option<lease::Lease> {
+    let stream = settings
+        .webhooks
+        .iter()
+        .find(|w| w.name == target.dest.webhook)
+        .map(|w| w.stream.clone())?;
+    let key = target.dest.consumer();
+    let mut told = false;
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        let taken = match lease::bucket(js, &stream).await {
+            Ok(store) => lease::Lease::try_take(&store, &key, holder).await,
+            Err(e) => Err(e),
+        };
+        match taken {
+            Ok(Some(l)) => {
+                tracing::info!(destination = %target.dest.name, "lease taken: delivering");
+                return Some(l);
+            }
+            Ok(None) if !told => {
+                told = true;
+                tracing::info!(destination = %target.dest.name, "another forwarder delivers for this destination; standing by to take over");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(destination = %target.dest.name, error = %e, "cannot reach the leases bucket; trying again");
+            }
+        }
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(lease::RENEW) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+    }
+}
+
+/// Runs the worker until the stop, or until the lease is lost; then gives
+/// the lease up.
+async fn deliver_while_held(
+    js: &jetstream::Context,
+    worker: Worker,
+    target: &Arc<Target>,
+    lease: lease::Lease,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ForwardError> {
+    let held = Arc::new(tokio::sync::Mutex::new(Some(lease)));
+    let renewing = held.clone();
+    let name = target.dest.name.clone();
+    let until = async move {
+        let every = lease::RENEW;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = ticks.tick() => {
+                    let mut lease = renewing.lock().await;
+                    if let Some(l) = lease.as_mut()
+                        && let Err(e) = l.renew().await
+                    {
+                        tracing::warn!(destination = %name, error = %e, "lease lost: stopping; another forwarder takes over");
+                        *lease = None;
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let handler = target.clone();
+    let result = worker
+        .run(js, until, move |d| handler.clone().deliver(d))
+        .await
+        .map_err(|e| ForwardError::Worker(target.dest.name.clone(), e));
+    if let Some(l) = held.lock().await.take() {
+        l.release().await;
+    }
+    result
 }
 
 /// Reloads a destination's `signing_secret_file` when its content changes.

@@ -810,3 +810,47 @@ async fn a_forwarder_killed_mid_stream_loses_nothing_after_its_restart() {
         assert!(got.contains(id), "{id} lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_forwarders_on_one_destination_deliver_each_event_once_in_order_and_fail_over() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply {
+        delay: Duration::from_millis(10),
+        ..Reply::OK
+    }))
+    .await;
+    let env = dest_env("pair", &r.url(), SECRET, &[("CONCURRENCY", "4")]);
+    let mut a = Forwarder::start(&nats, &[], &env);
+    let mut b = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-pair", &a).await;
+    let holds = |f: &Forwarder| f.log().contains("lease taken");
+    let ok = eventually(LIMIT, || std::future::ready(holds(&a) || holds(&b))).await;
+    assert!(ok, "no forwarder took the lease:\n{}\n{}", a.log(), b.log());
+    assert!(!(holds(&a) && holds(&b)), "both hold the lease");
+    let posted: Vec<(String, String)> = (0..120)
+        .map(|i| (format!("p{i}"), format!("obj-{}", i % 6)))
+        .collect();
+    let bodies: Vec<String> = posted
+        .iter()
+        .map(|(id, o)| body("video.media.updated", id, o))
+        .collect();
+    post_all(&app, &bodies[..60]).await;
+    let ok = eventually(LIMIT, || std::future::ready(r.ids().len() >= 20)).await;
+    assert!(ok, "{}\n{}", a.log(), b.log());
+    // The holder stops; the other takes over and delivers the rest.
+    let (holder, standby) = if holds(&a) {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    holder.signal("-TERM");
+    holder.wait_exit().await;
+    post_all(&app, &bodies[60..]).await;
+    wait_ids(&r, posted.len(), standby).await;
+    assert!(holds(standby), "{}", standby.log());
+    assert_object_order(&r, &posted);
+    // Once each, but for what the stopping one handed back mid-request.
+    let extra = r.got().len() - posted.len();
+    assert!(extra <= 4, "{extra} events delivered twice");
+}

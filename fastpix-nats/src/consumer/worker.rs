@@ -461,7 +461,20 @@ async fn pull<F, Fut>(
         };
         loop {
             let next = tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    // Events already on their way are settled as stopping
+                    // ones are (handed back in each object's order), not
+                    // left to come again only after ack_wait.
+                    while let Ok(Some(Ok(msg))) =
+                        tokio::time::timeout(Duration::from_millis(100), batch.next()).await
+                    {
+                        match permits.split(1) {
+                            Some(one) => dispatch(&shared, source, msg, one, track.clone()),
+                            None => hand_back(&msg).await,
+                        }
+                    }
+                    return;
+                }
                 next = batch.next() => next,
             };
             match next {
@@ -564,13 +577,24 @@ async fn settle<F, Fut>(
         }
     };
     // Its turn: after the object's earlier event, then a free slot. A stop
-    // before then hands it back for the next run or another copy.
+    // before then hands it back for the next run or another copy, after the
+    // object's earlier event is settled or handed back itself: the server
+    // delivers what is handed back in that order, so the object's order
+    // holds for whoever takes over.
     if let Some(mut before) = before {
         loop {
             tokio::select! {
                 _ = &mut before => break,
                 _ = progress.tick() => keep(&msg).await,
-                _ = stop.changed() => return hand_back(&msg).await,
+                _ = stop.changed() => {
+                    loop {
+                        tokio::select! {
+                            _ = &mut before => break,
+                            _ = progress.tick() => keep(&msg).await,
+                        }
+                    }
+                    return hand_back(&msg).await;
+                }
             }
         }
     }
