@@ -157,14 +157,14 @@ fn always(reply: Reply) -> Behaviour {
 }
 
 /// The forwarder binary as a child process, its output kept line by line.
-struct Forwarder {
+pub(crate) struct Forwarder {
     child: Option<Child>,
     out: Arc<Mutex<Vec<String>>>,
     err: Arc<Mutex<Vec<String>>>,
 }
 
 impl Forwarder {
-    fn start(nats: &NatsServer, args: &[&str], env: &[(String, String)]) -> Self {
+    pub(crate) fn start(nats: &NatsServer, args: &[&str], env: &[(String, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastpix-nats-bridge"))
             .arg("forward")
             .args(args)
@@ -209,7 +209,7 @@ impl Forwarder {
     }
 
     /// The admin address from the startup log.
-    async fn admin(&self) -> SocketAddr {
+    pub(crate) async fn admin(&self) -> SocketAddr {
         let mut found = None;
         let ok = eventually(LIMIT, || {
             found = self.err.lock().unwrap().iter().find_map(|l| {
@@ -273,7 +273,12 @@ impl Drop for Forwarder {
 }
 
 /// `forward.<name>.*` variables.
-fn dest_env(name: &str, url: &str, secret: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn dest_env(
+    name: &str,
+    url: &str,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let key = |k: &str| format!("FASTPIX_BRIDGE__FORWARD__{}__{k}", name.to_uppercase());
     let mut env = vec![
         (key("URL"), url.to_owned()),

@@ -51,6 +51,9 @@ pub const LIVE_METRICS: &[(&str, &[&str])] = &[
     ("fastpix_consumer_redelivered", &["stream", "consumer"]),
     ("fastpix_dead_letters", &["consumer"]),
     ("fastpix_inspector_ready", &[]),
+    // Exported by `forward` on its admin port, the live test's third job.
+    ("fastpix_forward_paused", &["destination"]),
+    ("fastpix_forward_dead_letters_total", &["destination"]),
 ];
 
 const RULES: &str = "deploy/prometheus/rules/fastpix-bridge.rules.yml";
@@ -62,6 +65,8 @@ const PROMETHEUS_RULE: &str = "deploy/kubernetes/monitoring/prometheusrule.yaml"
 const BRIDGE_JOB: &str = "fastpix-nats-bridge";
 /// The compose profile's job name for the inspector's admin port.
 const INSPECTOR_JOB: &str = "inspector";
+/// The job name of a forwarder's admin port.
+const FORWARD_JOB: &str = "forward";
 
 fn rules_file() -> Value {
     yaml_file(RULES)
@@ -560,9 +565,12 @@ impl Prometheus {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    /// Every series of `metric` scraped from the bridge or the inspector, as label maps.
+    /// Every series of `metric` scraped from the bridge, the inspector or
+    /// the forwarder, as label maps.
     async fn series(&self, metric: &str) -> Vec<BTreeMap<String, String>> {
-        let matcher = format!("{{__name__=\"{metric}\", job=~\"{BRIDGE_JOB}|{INSPECTOR_JOB}\"}}");
+        let matcher = format!(
+            "{{__name__=\"{metric}\", job=~\"{BRIDGE_JOB}|{INSPECTOR_JOB}|{FORWARD_JOB}\"}}"
+        );
         let data = self.api("series", &[("match[]", &matcher)]).await;
         serde_json::from_value(data).expect("series are label maps")
     }
@@ -610,15 +618,22 @@ async fn a_real_prometheus_scraping_a_real_bridge_and_inspector_sees_every_metri
     // The consumer gauges come from an inspector's admin port, scraped as
     // the compose profile scrapes it.
     let inspector = TestInspector::spawn(&nats.url(), None).await;
+    // The forward metrics come from a forwarder's admin port.
+    let forwarder = crate::forward::Forwarder::start(
+        &nats,
+        &[],
+        &crate::forward::dest_env("probe", "http://127.0.0.1:9/hook", SECRET, &[]),
+    );
     let prometheus = Prometheus::start(
         &bin,
         &[
             (BRIDGE_JOB, bridge.admin_addr),
             (INSPECTOR_JOB, inspector.admin_addr),
+            (FORWARD_JOB, forwarder.admin().await),
         ],
     );
     let up = eventually(Duration::from_secs(60), || async {
-        prometheus.ready().await && prometheus.value("sum(up)").await == Some(2.0)
+        prometheus.ready().await && prometheus.value("sum(up)").await == Some(3.0)
     })
     .await;
     assert!(
