@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, watch};
 
 use crate::consumer::{Delivery, Outcome, headers};
+use crate::nats::forward_leases::LeaseState;
 use crate::settings::Destination;
 
 use super::metrics::ForwardMetrics;
@@ -175,6 +176,23 @@ impl Target {
             stop,
             last_status: std::sync::Mutex::new(String::new()),
         }))
+    }
+
+    /// What the lease records of this destination now.
+    pub fn lease_state(&self, holder: &str) -> LeaseState {
+        LeaseState {
+            holder: holder.to_owned(),
+            destination: self.dest.name.clone(),
+            paused: self.is_paused(),
+            last_status: self
+                .last_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            updated: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        }
     }
 
     /// The gate the worker pulls through.

@@ -1,22 +1,21 @@
 //! One forwarder delivers for a destination at a time: it holds the
 //! destination's lease, a key in the KV bucket `<stream>_FORWARD_LEASES`
-//! whose entries expire after [`TTL`] unless renewed (every [`RENEW`]).
-//! Other processes wait to take it over: per-object order then holds
-//! across processes, and extra forwarders are failover.
+//! ([`crate::nats::forward_leases`]) whose entries expire after [`TTL`]
+//! unless renewed (every [`RENEW`]). Other processes wait to take it over:
+//! per-object order then holds across processes, and extra forwarders are
+//! failover. Each renewal also records the destination's state for the
+//! inspector.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
+use crate::nats::forward_leases::{LeaseState, bucket_name};
+
 /// A lease not renewed for this long is free.
 pub const TTL: Duration = Duration::from_secs(20);
 /// How often the holder renews it, and how often others try to take it.
 pub const RENEW: Duration = Duration::from_secs(3);
-
-/// The bucket of `stream`'s leases.
-pub fn bucket_name(stream: &str) -> String {
-    format!("{stream}_FORWARD_LEASES")
-}
 
 /// The bucket, created when missing.
 pub async fn bucket(js: &jetstream::Context, stream: &str) -> Result<kv::Store, async_nats::Error> {
@@ -36,11 +35,14 @@ pub async fn bucket(js: &jetstream::Context, stream: &str) -> Result<kv::Store, 
     }
 }
 
+fn value(state: &LeaseState) -> bytes::Bytes {
+    serde_json::to_vec(state).unwrap_or_default().into()
+}
+
 /// A lease held: renew it, or give it up.
 pub struct Lease {
     store: kv::Store,
     key: String,
-    holder: String,
     revision: u64,
 }
 
@@ -49,13 +51,12 @@ impl Lease {
     pub async fn try_take(
         store: &kv::Store,
         key: &str,
-        holder: &str,
+        state: &LeaseState,
     ) -> Result<Option<Lease>, async_nats::Error> {
-        match store.create(key, holder.to_owned().into()).await {
+        match store.create(key, value(state)).await {
             Ok(revision) => Ok(Some(Lease {
                 store: store.clone(),
                 key: key.to_owned(),
-                holder: holder.to_owned(),
                 revision,
             })),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
@@ -63,12 +64,12 @@ impl Lease {
         }
     }
 
-    /// Renews it; an error means it is lost (another took it, or NATS could
-    /// not be told in time).
-    pub async fn renew(&mut self) -> Result<(), async_nats::Error> {
+    /// Renews it with the state as of now; an error means it is lost
+    /// (another took it, or NATS could not be told in time).
+    pub async fn renew(&mut self, state: &LeaseState) -> Result<(), async_nats::Error> {
         self.revision = self
             .store
-            .update(&self.key, self.holder.clone().into(), self.revision)
+            .update(&self.key, value(state), self.revision)
             .await?;
         Ok(())
     }

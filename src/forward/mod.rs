@@ -124,7 +124,7 @@ pub async fn run(
         runs.push(async move {
             while let Some(lease) = take_lease(&js, settings, &target, &holder, &stop).await {
                 let worker = worker_for(settings, &target.dest, &target, start)?;
-                deliver_while_held(&js, worker, &target, lease, stop.clone()).await?;
+                deliver_while_held(&js, worker, &target, &holder, lease, stop.clone()).await?;
             }
             Ok(())
         });
@@ -161,7 +161,7 @@ async fn take_lease(
             return None;
         }
         let taken = match lease::bucket(js, &stream).await {
-            Ok(store) => lease::Lease::try_take(&store, &key, holder).await,
+            Ok(store) => lease::Lease::try_take(&store, &key, &target.lease_state(holder)).await,
             Err(e) => Err(e),
         };
         match taken {
@@ -192,11 +192,13 @@ async fn deliver_while_held(
     js: &jetstream::Context,
     worker: Worker,
     target: &Arc<Target>,
+    holder: &str,
     lease: lease::Lease,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ForwardError> {
     let held = Arc::new(tokio::sync::Mutex::new(Some(lease)));
     let renewing = held.clone();
+    let (state_of, holder) = (target.clone(), holder.to_owned());
     let name = target.dest.name.clone();
     let until = async move {
         let every = lease::RENEW;
@@ -207,7 +209,7 @@ async fn deliver_while_held(
                 _ = ticks.tick() => {
                     let mut lease = renewing.lock().await;
                     if let Some(l) = lease.as_mut()
-                        && let Err(e) = l.renew().await
+                        && let Err(e) = l.renew(&state_of.lease_state(&holder)).await
                     {
                         tracing::warn!(destination = %name, error = %e, "lease lost: stopping; another forwarder takes over");
                         *lease = None;

@@ -234,6 +234,9 @@ pub struct EventDetail {
     pub stored_at: String,
     pub headers: serde_json::Map<String, Value>,
     pub payload: String,
+    /// Where it stands for each durable consumer and forward destination
+    /// whose filters take it.
+    pub consumers: Vec<consumers::EventStatus>,
 }
 
 async fn event(State(shared): St, Path(seq): Path<String>) -> Answer<EventDetail> {
@@ -246,12 +249,38 @@ async fn event(State(shared): St, Path(seq): Path<String>) -> Answer<EventDetail
         .await
         .map_err(ApiError::nats)?
         .ok_or(ApiError::NotFound("no event with this sequence"))?;
+    let all = consumers::list(&shared.js, &shared.events.name, &shared.history)
+        .await
+        .map_err(ApiError::nats)?;
+    let wanted = seq.to_string();
+    let dead_lettered: Vec<String> = match shared
+        .dead
+        .page(
+            &[],
+            &|d| {
+                d.header(crate::nats::dead_letters::HEADER_STREAM_SEQ)
+                    .as_deref()
+                    == Some(&wanted)
+            },
+            1,
+            None,
+            1000,
+        )
+        .await
+    {
+        Ok((found, _)) => found
+            .iter()
+            .filter_map(|d| LetterFields::read(|n| d.header(n)).consumer)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     Ok(Json(EventDetail {
         seq: m.seq,
         subject: m.subject.clone(),
         stored_at: rfc3339(m.stored_at),
         headers: m.header_map(),
         payload: String::from_utf8_lossy(&m.payload).into_owned(),
+        consumers: consumers::event_statuses(&all, &m.subject, m.seq, &dead_lettered),
     }))
 }
 
@@ -460,6 +489,8 @@ pub struct Consumers {
     pub consumers: Vec<ConsumerState>,
     /// Dead letters kept per consumer.
     pub dead_letters: BTreeMap<String, u64>,
+    /// The forward destinations among them, with their forwarder's state.
+    pub destinations: Vec<consumers::DestinationState>,
 }
 
 async fn consumer_list(State(shared): St) -> Answer<Consumers> {
@@ -467,10 +498,12 @@ async fn consumer_list(State(shared): St) -> Answer<Consumers> {
         .await
         .map_err(ApiError::nats)?;
     let dead_letters = consumers::dead_letter_counts(&shared.js, &shared.dead_letters).await;
+    let destinations = consumers::destinations(&shared.js, &shared.events.name, &consumers).await;
     Ok(Json(Consumers {
         stream: shared.events.name.clone(),
         consumers,
         dead_letters,
+        destinations,
     }))
 }
 

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::fastpix::subject::SubjectPrefix;
 use crate::inspect::reader::rfc3339;
 use crate::nats::dead_letters;
+use crate::nats::forward_leases::{LeaseState, bucket_name};
 
 /// How often pending counts are sampled, and how long they are kept.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
@@ -165,6 +166,119 @@ pub async fn dead_letter_counts(
     out
 }
 
+/// A forward destination as the Consumers page shows it: its consumer's
+/// backlog and what its forwarder last recorded in the leases bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationState {
+    pub consumer: String,
+    pub destination: String,
+    /// `delivering`, `paused`, or `no forwarder` (no live lease).
+    pub state: &'static str,
+    pub last_status: String,
+    /// Events not yet delivered, or delivered and not yet acknowledged.
+    pub pending: u64,
+    pub updated: Option<String>,
+}
+
+/// Every forward destination of `stream`: each `forward-<name>` consumer,
+/// and each consumer a forwarder holds a lease for (`forward --to
+/// --durable`).
+pub async fn destinations(
+    js: &jetstream::Context,
+    stream: &str,
+    consumers: &[ConsumerState],
+) -> Vec<DestinationState> {
+    let mut leases: BTreeMap<String, LeaseState> = BTreeMap::new();
+    if let Ok(store) = js.get_key_value(bucket_name(stream)).await
+        && let Ok(mut keys) = store.keys().await
+    {
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(value)) = store.get(&key).await
+                && let Ok(state) = serde_json::from_slice::<LeaseState>(&value)
+            {
+                leases.insert(key, state);
+            }
+        }
+    }
+    consumers
+        .iter()
+        .filter(|c| c.durable && (c.name.starts_with("forward-") || leases.contains_key(&c.name)))
+        .map(|c| {
+            let lease = leases.get(&c.name);
+            DestinationState {
+                consumer: c.name.clone(),
+                destination: lease.map_or_else(
+                    || c.name.trim_start_matches("forward-").to_owned(),
+                    |l| l.destination.clone(),
+                ),
+                state: match lease {
+                    None => "no forwarder",
+                    Some(l) if l.paused => "paused",
+                    Some(_) => "delivering",
+                },
+                last_status: lease.map(|l| l.last_status.clone()).unwrap_or_default(),
+                pending: c.num_pending + c.num_ack_pending as u64,
+                updated: lease.map(|l| l.updated.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Where one event stands for one durable consumer.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventStatus {
+    pub consumer: String,
+    /// `delivered` (acknowledged), `pending`, or `dead-lettered`.
+    pub status: &'static str,
+}
+
+/// True when the NATS subject filter `filter` matches `subject`.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// For each durable consumer whose filters take the event at `seq` on
+/// `subject`: dead-lettered when its dead letter is kept (`dead_lettered`
+/// lists the consumers that have one), delivered when the consumer's
+/// acknowledgement floor is past it, else pending.
+pub fn event_statuses(
+    consumers: &[ConsumerState],
+    subject: &str,
+    seq: u64,
+    dead_lettered: &[String],
+) -> Vec<EventStatus> {
+    consumers
+        .iter()
+        .filter(|c| c.durable && c.name != crate::inspect::index::INDEX_CONSUMER)
+        .filter(|c| {
+            c.filter_subjects.is_empty()
+                || c.filter_subjects
+                    .iter()
+                    .any(|f| subject_matches(f, subject))
+        })
+        .map(|c| EventStatus {
+            consumer: c.name.clone(),
+            status: if dead_lettered.contains(&c.name) {
+                "dead-lettered"
+            } else if c.ack_floor_stream_seq >= seq {
+                "delivered"
+            } else {
+                "pending"
+            },
+        })
+        .collect()
+}
+
 /// Samples the durable consumers' pending counts until the task is dropped.
 pub async fn sample(js: jetstream::Context, stream: String, history: History) {
     let mut every = tokio::time::interval(SAMPLE_EVERY);
@@ -273,4 +387,27 @@ pub async fn replay(
         .await
         .map_err(|e| nats(e.into()))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    #[test]
+    fn subject_filters_match_as_nats_does() {
+        assert!(subject_matches("fastpix.>", "fastpix.video.media.ready"));
+        assert!(subject_matches(
+            "fastpix.video.*.ready",
+            "fastpix.video.media.ready"
+        ));
+        assert!(!subject_matches(
+            "fastpix.video.*",
+            "fastpix.video.media.ready"
+        ));
+        assert!(!subject_matches(
+            "fastpix.video.media.ready.>",
+            "fastpix.video.media.ready"
+        ));
+        assert!(subject_matches("a.b", "a.b"));
+    }
 }

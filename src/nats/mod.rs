@@ -5,8 +5,10 @@
 //! through (one message in, proof of storage out), [`publisher`] is the
 //! sink that publishes to JetStream (or core NATS) and answers only once the
 //! message is stored, and [`refused`] says where records of refused
-//! deliveries go.
+//! deliveries go. [`forward_leases`] names where forwarders record who
+//! delivers for each destination, and its state.
 
+pub mod forward_leases;
 pub mod publisher;
 pub mod refused;
 pub mod sink;

@@ -859,3 +859,90 @@ async fn two_forwarders_on_one_destination_deliver_each_event_once_in_order_and_
     let extra = r.got().len() - posted.len();
     assert!(extra <= 4, "{extra} events delivered twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_shows_each_destination_and_where_each_event_stands_for_it() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(Arc::new(|g: &Got, _| {
+        if g.id() == "no" {
+            Reply::status(400)
+        } else {
+            Reply::OK
+        }
+    }))
+    .await;
+    let env = dest_env(
+        "shown",
+        &r.url(),
+        SECRET,
+        &[("MAX_ATTEMPTS", "1"), ("TYPES", "video.media.*")],
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-shown", &f).await;
+    post_all(
+        &app,
+        &[
+            body("video.media.ready", "yes", "m1"),
+            body("video.media.ready", "no", "m2"),
+            body("video.upload.created", "other", "u1"),
+        ],
+    )
+    .await;
+    let ok = eventually(LIMIT, || async {
+        !dead_of(&nats, "forward-shown").await.is_empty()
+    })
+    .await;
+    assert!(ok, "{}", f.log());
+    wait_ids(&r, 2, &f).await;
+
+    let inspector = crate::inspector::TestInspector::spawn(&nats.url(), None).await;
+    let destination_of = |c: serde_json::Value| {
+        c["destinations"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["consumer"] == "forward-shown").cloned())
+            .unwrap_or_default()
+    };
+    let ok = eventually(LIMIT, || async {
+        let d = destination_of(inspector.ok("/api/consumers").await);
+        d["state"] == "delivering" && d["pending"] == 0 && d["last_status"] != ""
+    })
+    .await;
+    let destination = destination_of(inspector.ok("/api/consumers").await);
+    assert!(ok, "{destination}");
+    assert_eq!(destination["destination"], "shown");
+    // The last answer it got (the two events go in parallel).
+    assert!(
+        ["200", "400"].contains(&destination["last_status"].as_str().unwrap()),
+        "{destination}"
+    );
+
+    let stored = stream_messages(&nats.client().await, "FASTPIX").await;
+    let seq_of = |id: &str| {
+        stored
+            .iter()
+            .find(|m| m.decoded_header("FastPix-Event-Id").as_deref() == Some(id))
+            .unwrap()
+            .seq
+    };
+    let status_of = |detail: &serde_json::Value| {
+        detail["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["consumer"] == "forward-shown")
+            .map(|c| c["status"].as_str().unwrap().to_owned())
+    };
+    let yes = inspector
+        .ok(&format!("/api/events/{}", seq_of("yes")))
+        .await;
+    assert_eq!(status_of(&yes).as_deref(), Some("delivered"), "{yes}");
+    let no = inspector.ok(&format!("/api/events/{}", seq_of("no"))).await;
+    assert_eq!(status_of(&no).as_deref(), Some("dead-lettered"), "{no}");
+    // Not among its types: the destination is not listed for it.
+    let other = inspector
+        .ok(&format!("/api/events/{}", seq_of("other")))
+        .await;
+    assert_eq!(status_of(&other), None, "{other}");
+    inspector.shutdown().await;
+}

@@ -125,6 +125,7 @@ async function loadEvent(seq) {
     add("Stream sequence", String(e.seq));
     const t = timeCell(e.stored_at);
     add("Stored", el("span", {}, ...Array.from(t.childNodes)));
+    fill($("event-consumers"), (e.consumers || []).map((c) => el("tr", {}, el("td", {}, c.consumer), el("td", { class: "status-" + c.status }, c.status))));
     fill($("event-headers"), Object.entries(e.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
     $("event-raw").textContent = e.payload;
     let pretty;
@@ -182,6 +183,7 @@ async function loadConsumers() {
       return tr;
     });
     fill($("consumer-rows"), rows);
+    fill($("destination-rows"), (r.destinations || []).map((d) => el("tr", {}, el("td", {}, d.destination), el("td", {}, d.consumer), el("td", { class: "state-" + d.state.replace(" ", "-") }, d.state), el("td", {}, d.last_status || ""), el("td", {}, String(d.pending)), timeCell(d.updated))));
     const sel = $("replay-consumer");
     fill(sel, r.consumers.filter((c) => c.durable && c.name !== "fastpix-inspector-index").map((c) => el("option", { value: c.name }, c.name)));
     status("");
