@@ -142,17 +142,53 @@ async fn every_seed_event_sent_into_the_compose_stack_reaches_its_consumers() {
             (name, env)
         })
         .collect();
-    let mut consumers: Vec<(ServiceProcess, Option<Family>)> = consumer_envs
-        .iter()
-        .map(|(name, env)| {
-            let argv = container_argv(&compose.service(name));
-            let local = local_argv(&argv).expect("filtered above");
-            (
-                ServiceProcess::start(name, &local, env),
-                families_read_by(&argv),
-            )
-        })
-        .collect();
+    // `forward` delivers over HTTP to `forward-receiver` (Python), which
+    // prints what it verified: that receiver is what shows the events. It
+    // runs here on a port of its own, and the forwarder's destination URLs
+    // point at it.
+    let receiver_port = free_port();
+    let receiver = local_argv(&container_argv(&compose.service("forward-receiver"))).map(|argv| {
+        let mut env = compose.service("forward-receiver").environment();
+        env.insert("PORT".into(), receiver_port.to_string());
+        ServiceProcess::start("forward-receiver", &argv, &env)
+    });
+    let mut forwarders = Vec::new();
+    let mut consumers: Vec<(ServiceProcess, Option<Family>)> = Vec::new();
+    for (name, env) in &consumer_envs {
+        let argv = container_argv(&compose.service(name));
+        let local = local_argv(&argv).expect("filtered above");
+        if argv.get(1).map(String::as_str) == Some("forward") {
+            if receiver.is_none() {
+                continue;
+            }
+            let mut env = env.clone();
+            for (k, v) in env.iter_mut() {
+                if k.ends_with("__URL") && v.starts_with("http://forward-receiver:8000/") {
+                    *v = v.replace(
+                        "forward-receiver:8000",
+                        &format!("127.0.0.1:{receiver_port}"),
+                    );
+                }
+            }
+            env.insert(
+                "FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            );
+            forwarders.push(ServiceProcess::start(name, &local, &env));
+            // New destinations start at new events: bound before any is sent.
+            wait_healthy(&compose.service(name), port, &env).await;
+            continue;
+        }
+        consumers.push((
+            ServiceProcess::start(name, &local, env),
+            families_read_by(&argv),
+        ));
+    }
+    if let Some(receiver) = receiver
+        && !forwarders.is_empty()
+    {
+        consumers.push((receiver, None));
+    }
     assert!(consumers.len() >= 2);
 
     // `docker compose exec bridge fastpix-nats-bridge send --all`: the

@@ -368,7 +368,22 @@ fn compose_consumers_run_what_the_image_ships_each_with_its_own_durable() {
                 "`{name}`'s healthcheck must be `{BRIDGE_BIN} healthcheck --durable NAME`: {check:?}"
             ),
         };
-        if argv[0] == BRIDGE_BIN {
+        if argv[0] == BRIDGE_BIN && argv.get(1).map(String::as_str) == Some("forward") {
+            // A forwarder: its healthcheck asks for one of its destinations'
+            // consumers.
+            let env: config::Map<String, String> = service.environment().into_iter().collect();
+            let settings = Settings::load_for(Purpose::Client, None, Some(env))
+                .unwrap_or_else(|e| panic!("`{name}`'s environment does not load: {e}"));
+            let consumers: Vec<String> = settings.forward.iter().map(|d| d.consumer()).collect();
+            assert!(
+                consumers.contains(&checked),
+                "`{name}`'s healthcheck asks for `{checked}`, not one of its destinations {consumers:?}"
+            );
+            assert!(
+                durables.insert(checked.clone()),
+                "`{name}` shares the durable `{checked}`"
+            );
+        } else if argv[0] == BRIDGE_BIN {
             assert_eq!(
                 argv.get(1).map(String::as_str),
                 Some("subscribe"),
@@ -944,6 +959,16 @@ fn each_compose_stack_builds_one_image_and_every_project_service_runs_it() {
     for path in COMPOSE_FILES {
         let compose = Compose::load(path);
         let (builder, image) = the_one_build(&compose);
+        // Images other services build (the Python examples' own), which
+        // more than one service may run.
+        let other_images: Vec<String> = compose
+            .service_names()
+            .into_iter()
+            .filter(|n| *n != builder)
+            .map(|n| compose.service(&n))
+            .filter(|s| s.value.get("build").is_some())
+            .filter_map(|s| s.value["image"].as_str().map(str::to_owned))
+            .collect();
         let mut users = 0;
         for name in compose.service_names() {
             let service = compose.service(&name);
@@ -953,6 +978,7 @@ fn each_compose_stack_builds_one_image_and_every_project_service_runs_it() {
                 || runs.starts_with("prom/")
                 || runs.starts_with("grafana/")
                 || other_build
+                || other_images.iter().any(|i| i == runs)
             {
                 continue;
             }
