@@ -598,7 +598,7 @@ async fn settle<F, Fut>(
             }
         }
     }
-    let _slot = loop {
+    let slot = loop {
         if *stop.borrow() {
             return hand_back(&msg).await;
         }
@@ -652,6 +652,9 @@ async fn settle<F, Fut>(
             }
         }
     };
+    // The handler is done: its slot goes to the next event while this one
+    // is settled (an acknowledgement is a round trip to the server).
+    drop(slot);
     match outcome {
         Outcome::Success => {
             if let (Some(dedup), Some(id)) = (&w.dedup, &event_id)
