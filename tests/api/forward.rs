@@ -946,3 +946,34 @@ async fn the_inspector_shows_each_destination_and_where_each_event_stands_for_it
     assert_eq!(status_of(&other), None, "{other}");
     inspector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_destination_never_gets_more_than_its_rate() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply::OK)).await;
+    let env = dest_env(
+        "slow",
+        &r.url(),
+        SECRET,
+        &[("RATE_LIMIT", "20"), ("CONCURRENCY", "8")],
+    );
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-slow", &f).await;
+    let bodies: Vec<String> = (0..30)
+        .map(|i| body("video.media.ready", &format!("s{i}"), &format!("m{i}")))
+        .collect();
+    post_all(&app, &bodies).await;
+    wait_ids(&r, 30, &f).await;
+    // 30 requests at 20/s at most: the last leaves 29/20 s after the first
+    // however fast the machine is (1 s leaves room for a first request
+    // slowed by connecting; without the limit they take milliseconds).
+    let got = r.got();
+    let first = got.iter().map(|g| g.at).min().unwrap();
+    let last = got.iter().map(|g| g.at).max().unwrap();
+    assert!(
+        last.duration_since(first) >= Duration::from_secs(1),
+        "30 requests in {:?}",
+        last.duration_since(first)
+    );
+}
