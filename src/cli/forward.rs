@@ -29,12 +29,12 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// With --to: the base64 signing secret the local handler verifies
-    /// FastPix-Signature with.
+    /// FastPix-Signature with (ignored without --to; never shown in --help).
     #[arg(
         long,
         value_name = "BASE64",
         env = "FASTPIX_FORWARD_SECRET",
-        requires = "to"
+        hide_env_values = true
     )]
     pub secret: Option<String>,
     /// With --to: event types or patterns to deliver (video.media.*); repeatable.
