@@ -194,12 +194,15 @@ async fn main() -> ExitCode {
     // 1. Throughput.
     let n = cli.events;
     let started = Instant::now();
-    let mut acks = Vec::with_capacity(n);
-    for i in 0..n {
-        acks.push(publish(&js, &format!("t{i}")).await);
-    }
-    for a in acks {
-        a.await.expect("stored");
+    // In chunks: the client holds at most so many unacknowledged publishes.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            acks.push(publish(&js, &format!("t{i}")).await);
+        }
+        for a in acks {
+            a.await.expect("stored");
+        }
     }
     let published_in = started.elapsed();
     if !wait_for(&arrivals, n + 1, Duration::from_secs(300)).await {
@@ -216,26 +219,24 @@ async fn main() -> ExitCode {
     // 2. Latency at a steady rate.
     let total = (cli.rate * cli.seconds) as usize;
     let every = Duration::from_secs_f64(1.0 / cli.rate as f64);
-    let mut stored: Vec<(String, Instant)> = Vec::with_capacity(total);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let collector = tokio::spawn(async move {
-        while let Some((id, ack)) = rx.recv().await {
-            let ack: jetstream::context::PublishAckFuture = ack;
-            if ack.await.is_ok() {
-                stored.push((id, Instant::now()));
-            }
-        }
-        stored
-    });
+    // Each acknowledgement is awaited on its own: the instant it comes is
+    // when the event is stored.
+    let mut acks = Vec::with_capacity(total);
     let start = tokio::time::Instant::now();
     for i in 0..total {
         tokio::time::sleep_until(start + every * i as u32).await;
         let id = format!("l{i}");
         let ack = publish(&js, &id).await;
-        let _ = tx.send((id, ack));
+        acks.push(tokio::spawn(async move {
+            ack.await.ok().map(|_| (id, Instant::now()))
+        }));
     }
-    drop(tx);
-    let stored = collector.await.expect("collector");
+    let mut stored = Vec::with_capacity(total);
+    for a in acks {
+        if let Ok(Some(s)) = a.await {
+            stored.push(s);
+        }
+    }
     if !wait_for(&arrivals, n + 1 + total, Duration::from_secs(300)).await {
         eprintln!("not every paced event was delivered");
         return ExitCode::FAILURE;
