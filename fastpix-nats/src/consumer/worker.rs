@@ -462,11 +462,14 @@ async fn pull<F, Fut>(
         loop {
             let next = tokio::select! {
                 _ = stop.changed() => {
-                    // Events already on their way are settled as stopping
-                    // ones are (handed back in each object's order), not
-                    // left to come again only after ack_wait.
+                    // Events already on their way, and any the open pull
+                    // still brings until it ends (at most PULL_EXPIRES), are
+                    // settled as stopping ones are: handed back in each
+                    // object's order, not left to come again only after
+                    // ack_wait, behind later events of their object.
+                    let until = tokio::time::Instant::now() + PULL_EXPIRES + Duration::from_secs(1);
                     while let Ok(Some(Ok(msg))) =
-                        tokio::time::timeout(Duration::from_millis(100), batch.next()).await
+                        tokio::time::timeout_at(until, batch.next()).await
                     {
                         match permits.split(1) {
                             Some(one) => dispatch(&shared, source, msg, one, track.clone()),
