@@ -25,6 +25,7 @@ mod process;
 mod repo_files;
 mod security;
 mod sender;
+mod storage;
 mod webhook;
 mod webhooks;
 mod worker;
