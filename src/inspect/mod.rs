@@ -5,8 +5,9 @@
 //! [`reader`] reads messages and pages of the streams, [`query`] says what
 //! the API's queries mean (unit-tested, no I/O), [`live`] follows new
 //! events, [`consumers`] reports and replays durable consumers, [`auth`]
-//! guards it all with a token, [`api`] is the HTTP side, [`error`] its one
-//! error type, and [`assets`] the page.
+//! guards it all with a token, [`redact`] hides the credentials payloads
+//! carry, [`api`] is the HTTP side, [`error`] its one error type, and
+//! [`assets`] the page.
 
 pub mod api;
 pub mod assets;
@@ -17,6 +18,7 @@ pub mod index;
 pub mod live;
 pub mod query;
 pub mod reader;
+pub mod redact;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,6 +68,8 @@ pub struct Shared {
     pub auth: auth::Auth,
     pub sender: Option<TestSender>,
     pub bridge_url: Option<String>,
+    /// Hides credentials in payloads unless `inspect.reveal_secrets`.
+    pub redactor: redact::Redactor,
 }
 
 impl Shared {
@@ -142,7 +146,16 @@ impl Inspector {
             auth: auth::Auth::new(token),
             sender,
             bridge_url: settings.inspect.bridge_url.clone(),
+            redactor: redact::Redactor::new(
+                &settings.inspect.hidden_fields,
+                settings.inspect.reveal_secrets,
+            ),
         });
+        if settings.inspect.reveal_secrets {
+            tracing::warn!(
+                "inspect.reveal_secrets=true: the page and the API show the stream keys and secrets events carry"
+            );
+        }
         Ok(Inspector {
             listener,
             admin_listener,

@@ -23,6 +23,7 @@ mod polyglot;
 mod process;
 #[path = "../common/repo_files.rs"]
 mod repo_files;
+mod secrets;
 mod security;
 mod sender;
 mod storage;
