@@ -25,7 +25,7 @@ pub enum WebhookError {
     #[error("could not read the request body")]
     BodyRead,
     /// Signed but not routable. Only answered once the body is stored on
-    /// `<prefix>.invalid`; a body that could not be stored is `Unavailable`.
+    /// `<prefix>_invalid`; a body that could not be stored is `Unavailable`.
     #[error("{reason}")]
     Invalid { reason: InvalidBody },
     #[error("too many requests in flight")]

@@ -116,7 +116,8 @@ pub async fn ingest<S: Sink>(
     }
 }
 
-/// Stores a signed but unroutable body on `<prefix>.invalid`, so a bad
+/// Stores a signed but unroutable body on `<prefix>_invalid` (in its own
+/// stream, never taking the events stream's room), so a bad
 /// delivery is never silently lost. Its id is the body's hash, so FastPix's
 /// retries of it are stored once. If NATS cannot take it the delivery is
 /// answered 503, never 400: a 400 would tell FastPix to stop retrying.

@@ -720,7 +720,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(headers::BRIDGE_ERROR, "body%20is%20not%20a%20JSON%20object");
         let invalid = Incoming {
-            subject: "fastpix.invalid".into(),
+            subject: "fastpix_invalid".into(),
             payload: Bytes::from_static(b"[1]"),
             headers: Some(h),
             stored: None,
@@ -729,7 +729,7 @@ mod tests {
         let line = human_line(&invalid);
         assert!(
             line.contains(
-                "fastpix.invalid  id=-  object=-  workspace=-  error=\"body is not a JSON object\""
+                "fastpix_invalid  id=-  object=-  workspace=-  error=\"body is not a JSON object\""
             ),
             "{line}"
         );

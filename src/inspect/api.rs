@@ -375,7 +375,7 @@ async fn refused(
     }))
 }
 
-/// Bodies kept on `<prefix>.invalid`, and the consumers' dead letters.
+/// Bodies kept on `<prefix>_invalid`, and the consumers' dead letters.
 #[derive(Debug, Serialize)]
 pub struct DeadLettersPage {
     pub invalid: Vec<KeptInvalid>,
@@ -416,8 +416,8 @@ async fn dead_letters(
 ) -> Answer<DeadLettersPage> {
     let (limit, _) = params(query)?.page()?;
     let invalid_subject = shared.prefix.invalid_subject().into_string();
-    let (invalid, _) = shared
-        .events
+    let page = shared
+        .invalid
         .page(
             std::slice::from_ref(&invalid_subject),
             &|m| m.subject == invalid_subject,
@@ -425,8 +425,8 @@ async fn dead_letters(
             None,
             limit,
         )
-        .await
-        .map_err(ApiError::nats)?;
+        .await;
+    let (invalid, _) = none_yet(page)?;
     let invalid = invalid
         .iter()
         .map(|m| KeptInvalid {

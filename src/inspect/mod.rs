@@ -58,6 +58,8 @@ pub struct Shared {
     pub prefix: SubjectPrefix,
     pub events: reader::Reader,
     pub refused: reader::Reader,
+    /// Signed bodies that were not events (`<stream>_INVALID`).
+    pub invalid: reader::Reader,
     pub dead: reader::Reader,
     /// Where the consumer workers keep dead letters (`dead` reads its stream).
     pub dead_letters: consumers::DeadLetters,
@@ -134,6 +136,7 @@ impl Inspector {
                 js.clone(),
                 crate::nats::refused::stream_name(&settings.jetstream),
             ),
+            invalid: reader::Reader::new(js.clone(), crate::nats::invalid::stream_name(&stream)),
             dead: reader::Reader::new(js.clone(), dead_letters.stream.clone()),
             dead_letters,
             js,

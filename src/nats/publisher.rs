@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
 
 use crate::nats::connection::{self, ConnectError, Patience};
+use crate::nats::invalid;
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
@@ -91,8 +92,13 @@ impl Publisher {
             ctx.set_timeout(nats.publish_timeout);
             (ctx, stream_configs(js, webhooks, max_body_bytes))
         });
+        // The events streams, for `/readyz` (the invalid bodies' streams follow them).
         let stream_names = jetstream.as_ref().map(|(_, configs)| {
-            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = configs
+                .iter()
+                .filter(|c| !c.subjects.iter().any(|s| s.ends_with("_invalid")))
+                .map(|c| c.name.as_str())
+                .collect();
             names.join(", ")
         });
         let shared = Arc::new(Shared {
@@ -441,7 +447,8 @@ pub fn is_full(bytes: u64, max_bytes: i64) -> bool {
 const FULL_MARGIN_BYTES: u64 = 4096;
 
 /// One stream per distinct `stream` of the webhooks, capturing the
-/// prefixes of every webhook that stores into it.
+/// prefixes of every webhook that stores into it; then, for each, the
+/// stream its invalid bodies are kept in.
 fn stream_configs(
     js: &JetStreamSettings,
     webhooks: &[WebhookConfig],
@@ -459,6 +466,18 @@ fn stream_configs(
             )),
         }
     }
+    let invalid: Vec<stream::Config> = configs
+        .iter()
+        .map(|events| {
+            let subjects = webhooks
+                .iter()
+                .filter(|w| w.stream == events.name)
+                .map(|w| w.prefix.invalid_subject().into_string())
+                .collect();
+            invalid::stream_config(js, &events.name, subjects, events.max_message_size)
+        })
+        .collect();
+    configs.extend(invalid);
     configs
 }
 

@@ -179,8 +179,10 @@ async fn credentials_in_payloads_are_hidden_everywhere_the_inspector_shows_them(
     // The stored bytes are as FastPix sent them.
     let client = nats.client().await;
     let stored = stream_messages(&client, "FASTPIX").await;
+    let invalid_kept = stream_messages(&client, "FASTPIX_INVALID").await;
     let all: String = stored
         .iter()
+        .chain(&invalid_kept)
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .collect();
     for s in SECRETS {

@@ -171,7 +171,7 @@ async function copy(text) {
 async function loadDead() {
   try {
     const r = await api("/api/dead_letters?limit=100");
-    $("invalid-subject").textContent = (catalog ? catalog.prefix : "fastpix") + ".invalid";
+    $("invalid-subject").textContent = (catalog ? catalog.prefix : "fastpix") + "_invalid";
     fill($("invalid-rows"), r.invalid.map((d) => el("tr", {}, el("td", {}, String(d.seq)), timeCell(d.stored_at), el("td", {}, d.reason || ""), el("td", {}, String(d.size)), el("td", {}, el("pre", {}, d.payload)))));
     $("dead-note").textContent = r.dead_letter_stream ? "From stream " + r.dead_letter_stream + "." : "No consumer dead-letter stream (<stream>_DEAD_LETTERS) exists yet.";
     fill($("dead-rows"), r.consumer.map((d) => el("tr", {}, el("td", {}, String(d.seq)), timeCell(d.stored_at), el("td", {}, d.consumer || ""), el("td", {}, d.reason || ""), el("td", {}, d.deliveries || ""), el("td", {}, d.last_error || ""),
