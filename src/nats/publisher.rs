@@ -202,14 +202,9 @@ impl Publisher {
     /// stream becomes full or has room again.
     async fn read_usage(&self, ctx: &jetstream::Context, configs: &[stream::Config]) {
         for config in configs {
+            // One JetStream API request: the stream's info comes with it.
             let info = match ctx.get_stream(&config.name).await {
-                Ok(mut s) => match s.info().await {
-                    Ok(info) => info.clone(),
-                    Err(e) => {
-                        tracing::debug!(stream = %config.name, error = %e, "cannot read the stream's size");
-                        continue;
-                    }
-                },
+                Ok(s) => s.cached_info().clone(),
                 Err(e) => {
                     tracing::debug!(stream = %config.name, error = %e, "cannot read the stream's size");
                     continue;

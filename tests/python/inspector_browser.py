@@ -91,7 +91,10 @@ with sync_playwright() as p:
     page.click("#filters button[type=submit]")
     rows = page.locator("#history-rows tr")
     expect(rows.first).to_be_visible()
-    types = page.locator("#history-rows tr td:nth-child(3)").all_text_contents()
+    # The filtered answer replaces the one the view opened with: wait for it.
+    cells = page.locator("#history-rows tr td:nth-child(3)")
+    expect(cells.filter(has_not_text=".simulcast.")).to_have_count(0)
+    types = cells.all_text_contents()
     assert types and all(".simulcast." in t for t in types), types
     shot(page, "history-simulcast")
 

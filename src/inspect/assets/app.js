@@ -104,8 +104,11 @@ function startLive() {
 }
 
 // ---- history ----
-let historyStack = [];
+let historyStack = [], historyAsked = 0;
 async function loadHistory(beforeSeq) {
+  // Only the latest search is drawn: an earlier one answering late (the view
+  // opening, then a filter submitted) must not replace it.
+  const asked = ++historyAsked;
   const form = new FormData($("filters"));
   const q = new URLSearchParams();
   for (const [k, v] of form.entries()) if (String(v).trim()) q.set(k, String(v).trim());
@@ -113,6 +116,7 @@ async function loadHistory(beforeSeq) {
   status("loading…");
   try {
     const r = await api("/api/events?" + q.toString());
+    if (asked !== historyAsked) return;
     fill($("history-rows"), r.events.map(eventRow));
     $("history-older").disabled = r.next_before_seq === null;
     $("history-older").dataset.next = r.next_before_seq || "";
