@@ -26,6 +26,10 @@ use crate::settings::{JetStreamSettings, NatsSettings, Storage, WebhookConfig};
 /// Room kept for NATS headers inside the server's `max_payload`.
 pub const HEADER_RESERVE_BYTES: usize = crate::settings::jetstream::HEADER_ROOM_BYTES;
 
+/// Longest startup waits for the streams to be in place before listening
+/// anyway (a server refusing them is retried in the background).
+const STREAM_SETUP_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the streams' size is read for the gauges and the log.
 const USAGE_EVERY: Duration = Duration::from_secs(10);
 
@@ -128,7 +132,16 @@ impl Publisher {
                     max_payload,
                 });
             }
-            publisher.on_connected().await;
+            // A stream the server refuses (a bound above what it can
+            // reserve) is retried in the background: the bridge still
+            // listens, answers 503 and says why in its log and on /readyz.
+            if tokio::time::timeout(STREAM_SETUP_WAIT, publisher.on_connected())
+                .await
+                .is_err()
+            {
+                let retrying = publisher.clone();
+                tokio::spawn(async move { retrying.on_connected().await });
+            }
         } else {
             tracing::warn!(
                 servers = ?nats.url,
@@ -160,7 +173,11 @@ impl Publisher {
             for config in configs {
                 if let Err(e) = ctx.create_or_update_stream(config.clone()).await {
                     self.shared.stream_ready.store(false, Ordering::SeqCst);
-                    tracing::error!(stream = %config.name, error = %e, "cannot create or update the stream; retrying");
+                    // JetStream reserves max_bytes when the stream is made.
+                    let hint = e.to_string().contains("resources").then_some(
+                        "the NATS server cannot reserve jetstream.max_bytes (FASTPIX_BRIDGE__JETSTREAM__MAX_BYTES) for this stream: lower it, or raise the server's jetstream max_file_store",
+                    );
+                    tracing::error!(stream = %config.name, max_bytes = config.max_bytes, error = %e, hint, "cannot create or update the stream; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue 'retry;

@@ -237,3 +237,61 @@ async fn a_bound_below_what_the_stream_holds_keeps_every_event_and_says_the_stre
     assert_eq!(ready.status(), 200);
     assert_eq!(stream_messages(&client, "FASTPIX").await.len(), before);
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_stream_takes_is_413_not_a_retry_forever() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    // An operator shrinks the stream's largest message below what the bridge accepts.
+    let js = jetstream::new(nats.client().await);
+    let mut config = js
+        .get_stream("FASTPIX")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.max_message_size = 2048;
+    js.update_stream(config).await.unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(&event_body("video.media.ready", "big-1")).unwrap();
+    body["data"]["note"] = "x".repeat(4096).into();
+    let resp = app.post_signed(&body.to_string()).await;
+    assert_eq!(resp.status(), 413);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["outcome"], "too_large", "{answer}");
+    // A small one is still stored: nothing else changed.
+    let resp = app
+        .post_signed(&event_body("video.media.ready", "small-1"))
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_bound_the_server_cannot_reserve_is_named_in_the_log_while_the_bridge_answers_503() {
+    // 8 GiB (the default) on a server whose JetStream store is 64 MiB.
+    let nats = NatsServer::start_with_config("jetstream {\n  max_file_store: 64MB\n}\n");
+    let bridge = BridgeProcess::start(&bridge_env(&nats));
+    let refused = bridge.wait_for_line(Duration::from_secs(60), |l| {
+        l["message"] == "cannot create or update the stream; retrying"
+    });
+    assert_eq!(refused["level"], "ERROR");
+    assert!(
+        refused["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("jetstream.max_bytes")),
+        "{refused}"
+    );
+    let http = reqwest::Client::new();
+    let ready = http.get(bridge.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let (_, body) = sized_event(7, 1);
+    let resp = http
+        .post(bridge.url("/webhooks/fastpix"))
+        .header("FastPix-Signature", sign(SECRET, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+}
