@@ -35,7 +35,7 @@ impl Raw {
         self.secrets.validate()?;
         self.http.validate()?;
         self.nats.validate()?;
-        self.jetstream.validate()?;
+        self.jetstream.validate(self.http.max_body_bytes)?;
         let forward = super::forward::resolve(&self.forward, &webhooks)?;
         if purpose == Purpose::Inspector {
             self.inspect.validate()?;
