@@ -1425,3 +1425,87 @@ fn compose_gives_the_bridge_and_inspector_their_shutdown_grace_before_sigkill() 
     }
     assert!(checked >= 4, "bridges and the inspector checked: {checked}");
 }
+
+/// `text` matches the shell `case` pattern `pattern` (only `*` is special).
+fn case_pattern_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_stack_test_runs_in_ci_and_can_stand_in_for_every_base_image_it_runs() {
+    assert!(
+        read_repo_file("scripts/test").contains("scripts/test-stack"),
+        "scripts/test does not run the Compose stacks"
+    );
+    assert!(
+        read_repo_file("docs/docker-compose.md").contains("scripts/test-stack"),
+        "docs/docker-compose.md does not say how the stack is tested"
+    );
+    // The `case` patterns of build_stand_in in scripts/stack-lib.sh.
+    let lib = read_repo_file("scripts/stack-lib.sh");
+    let body = lib
+        .split("build_stand_in() {")
+        .nth(1)
+        .expect("scripts/stack-lib.sh defines build_stand_in");
+    let patterns: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_suffix(')'))
+        .filter(|l| !l.contains(' ') && !l.contains('(') && *l != "*")
+        .collect();
+    assert!(case_pattern_matches(
+        "rust:*-slim-bookworm",
+        "rust:1.95-slim-bookworm"
+    ));
+    assert!(!case_pattern_matches("nats:*-alpine", "nats:2.15.1"));
+    let stages = dockerfile_stages();
+    let mut images: Vec<String> = stages
+        .iter()
+        .filter(|s| !stages.iter().any(|o| o.name == s.image))
+        .map(|s| s.image.clone())
+        .collect();
+    images.push(
+        read_repo_file("examples/python/Dockerfile")
+            .lines()
+            .find_map(|l| l.strip_prefix("FROM "))
+            .expect("the Python example's FROM")
+            .trim()
+            .to_owned(),
+    );
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        for name in compose.service_names() {
+            let service = compose.service(&name);
+            // The observability profile is not run by the stack test (docs/docker-compose.md).
+            if service.value.get("profiles").is_some() || service.value.get("build").is_some() {
+                continue;
+            }
+            if let Some(image) = service.value["image"].as_str()
+                && !image.starts_with("fastpix-nats-bridge")
+            {
+                images.push(image.to_owned());
+            }
+        }
+    }
+    for image in images {
+        assert!(
+            patterns.iter().any(|p| case_pattern_matches(p, &image)),
+            "scripts/stack-lib.sh has no stand-in for {image}: without a registry the stack test fails (patterns {patterns:?})"
+        );
+    }
+}
