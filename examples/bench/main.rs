@@ -34,6 +34,8 @@ const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
 const BURST_BEGIN: &str = "<!-- bench-burst:begin -->";
 const BURST_END: &str = "<!-- bench-burst:end -->";
+/// The bridge's `jetstream.max_bytes` in the bench: 64 GiB, past any run.
+const BENCH_STREAM_MAX_BYTES: &str = "68719476736";
 
 #[derive(Parser)]
 #[command(about = "Load benchmark: the bridge against an HTTP ceiling and a JetStream floor")]
@@ -451,8 +453,17 @@ async fn measure(
                 _ => &plan.bridge,
             };
             let mut c = Command::new(binary);
-            c.env_clear()
-                .env("FASTPIX_BRIDGE__HTTP__LISTEN", &port_s)
+            c.env_clear();
+            if mode == Mode::Bridge {
+                // A soak writes more than the default 8 GiB bound: the bench
+                // measures speed, never a full stream. (A baseline built
+                // before the bound would refuse the unknown setting.)
+                c.env(
+                    "FASTPIX_BRIDGE__JETSTREAM__MAX_BYTES",
+                    BENCH_STREAM_MAX_BYTES,
+                );
+            }
+            c.env("FASTPIX_BRIDGE__HTTP__LISTEN", &port_s)
                 .env("FASTPIX_BRIDGE__HTTP__ADMIN_LISTEN", admin.to_string())
                 .env("FASTPIX_BRIDGE__NATS__URL", nats.url())
                 .env("FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS", SECRET)
@@ -597,7 +608,19 @@ impl Nats {
         let port = free_port()?;
         let log =
             std::fs::File::create(store.join("nats-server.log")).map_err(|e| e.to_string())?;
+        // JetStream reserves each stream's max_bytes against max_file_store,
+        // which defaults to 75% of the free disk: a fixed, large one keeps the
+        // runs (a stream each, BENCH_STREAM_MAX_BYTES for the bridge's) from
+        // depending on how full the disk is.
+        let config = store.join("nats.conf");
+        std::fs::write(
+            &config,
+            "jetstream {\n  max_file_store: 1125899906842624\n}\n",
+        )
+        .map_err(|e| e.to_string())?;
         let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.join("jetstream"))
             .stdin(Stdio::null())

@@ -25,7 +25,7 @@ pub enum WebhookError {
     #[error("could not read the request body")]
     BodyRead,
     /// Signed but not routable. Only answered once the body is stored on
-    /// `<prefix>.invalid`; a body that could not be stored is `Unavailable`.
+    /// `<prefix>_invalid`; a body that could not be stored is `Unavailable`.
     #[error("{reason}")]
     Invalid { reason: InvalidBody },
     #[error("too many requests in flight")]
@@ -43,14 +43,17 @@ impl WebhookError {
             WebhookError::BodyTimeout | WebhookError::BodyRead => DeliveryOutcome::BadRequest,
             WebhookError::Invalid { .. } => DeliveryOutcome::Invalid,
             WebhookError::Overloaded => DeliveryOutcome::Overloaded,
-            WebhookError::Unavailable(_) => DeliveryOutcome::NatsUnavailable,
+            WebhookError::Unavailable(e) => publish_outcome(e),
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             WebhookError::Unsigned | WebhookError::BadSignature => StatusCode::UNAUTHORIZED,
-            WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::TooLarge { .. }
+            | WebhookError::Unavailable(PublishError::MessageTooLarge(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::BodyRead | WebhookError::Invalid { .. } => StatusCode::BAD_REQUEST,
             WebhookError::Overloaded | WebhookError::Unavailable(_) => {
@@ -63,9 +66,25 @@ impl WebhookError {
     /// text for ours (the NATS error stays in the log).
     fn public_message(&self) -> String {
         match self {
+            WebhookError::Unavailable(PublishError::StorageFull(_)) => {
+                "event not stored: storage is full, retry later".to_owned()
+            }
+            WebhookError::Unavailable(PublishError::MessageTooLarge(_)) => {
+                "event larger than the stream takes".to_owned()
+            }
             WebhookError::Unavailable(_) => "event not stored, retry later".to_owned(),
             other => other.to_string(),
         }
+    }
+}
+
+/// The outcome of a publish that failed: a full stream is told apart from
+/// NATS being unavailable, and a message too large from both.
+pub fn publish_outcome(e: &PublishError) -> DeliveryOutcome {
+    match e {
+        PublishError::StorageFull(_) => DeliveryOutcome::StorageFull,
+        PublishError::MessageTooLarge(_) => DeliveryOutcome::TooLarge,
+        _ => DeliveryOutcome::NatsUnavailable,
     }
 }
 

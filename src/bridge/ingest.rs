@@ -8,12 +8,11 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::bridge::error::WebhookError;
+use crate::bridge::error::{WebhookError, publish_outcome};
 use crate::fastpix::catalog::Family;
 use crate::fastpix::envelope::{Envelope, EventFields};
 use crate::nats::headers::{encode_value, names};
 use crate::nats::sink::{Outgoing, Sink, Stored};
-use crate::ops::outcome::DeliveryOutcome;
 use crate::settings::{CloudEvents, WebhookConfig};
 
 /// A delivery the bridge answered 2xx for.
@@ -108,7 +107,7 @@ pub async fn ingest<S: Sink>(
                 event_type = fields.event_type.as_str(),
                 subject = webhook.prefix.subject_for(&fields.event_type).as_str(),
                 traceparent,
-                outcome = %DeliveryOutcome::NatsUnavailable,
+                outcome = %publish_outcome(&e),
                 error = %e,
                 "event not stored"
             );
@@ -117,7 +116,8 @@ pub async fn ingest<S: Sink>(
     }
 }
 
-/// Stores a signed but unroutable body on `<prefix>.invalid`, so a bad
+/// Stores a signed but unroutable body on `<prefix>_invalid` (in its own
+/// stream, never taking the events stream's room), so a bad
 /// delivery is never silently lost. Its id is the body's hash, so FastPix's
 /// retries of it are stored once. If NATS cannot take it the delivery is
 /// answered 503, never 400: a 400 would tell FastPix to stop retrying.
@@ -140,7 +140,7 @@ async fn keep_invalid<S: Sink>(
         })
         .await
         .map_err(|e| {
-            tracing::warn!(reason, outcome = %DeliveryOutcome::NatsUnavailable, error = %e, "signed body that is not a routable event could not be kept");
+            tracing::warn!(reason, outcome = %publish_outcome(&e), error = %e, "signed body that is not a routable event could not be kept");
             WebhookError::Unavailable(e)
         })?;
     tracing::warn!(reason, seq = ?stored.seq, "signed body is not a routable event; kept on the invalid subject");

@@ -375,7 +375,7 @@ async fn a_signed_body_that_is_no_event_is_kept_on_invalid_and_refused_400() {
     let kept = b.sink.stored();
     assert_eq!(kept.len(), bodies.len());
     for (msg, body) in kept.iter().zip(bodies) {
-        assert_eq!(msg.subject.as_str(), "fastpix.invalid");
+        assert_eq!(msg.subject.as_str(), "fastpix_invalid");
         assert_eq!(msg.payload, body.as_bytes(), "kept byte for byte");
         let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
         assert_eq!(

@@ -685,6 +685,24 @@ mod tests {
     }
 
     #[test]
+    fn human_lines_never_print_the_credentials_a_payload_carries() {
+        let incoming = Incoming {
+            subject: "fastpix.video.live_stream.created".into(),
+            payload: Bytes::from_static(
+                br#"{"type":"video.live_stream.created","id":"e2","object":{"type":"live_stream","id":"ls1"},"workspace":{"id":"w1"},"data":{"streamKey":"sk-top-secret","srtSecret":"srt-secret-1","simulcast":[{"streamKey":"sk-target-secret"}]}}"#,
+            ),
+            headers: None,
+            stored: Some((8, OffsetDateTime::now_utc())),
+            ack: None,
+        };
+        let line = human_line(&incoming);
+        assert!(line.contains("id=e2  object=live_stream/ls1"), "{line}");
+        for secret in ["sk-top-secret", "srt-secret-1", "sk-target-secret"] {
+            assert!(!line.contains(secret), "{line}");
+        }
+    }
+
+    #[test]
     fn human_lines_show_time_subject_ids_and_workspace() {
         let incoming = Incoming {
             subject: "fastpix.video.media.ready".into(),
@@ -702,7 +720,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(headers::BRIDGE_ERROR, "body%20is%20not%20a%20JSON%20object");
         let invalid = Incoming {
-            subject: "fastpix.invalid".into(),
+            subject: "fastpix_invalid".into(),
             payload: Bytes::from_static(b"[1]"),
             headers: Some(h),
             stored: None,
@@ -711,7 +729,7 @@ mod tests {
         let line = human_line(&invalid);
         assert!(
             line.contains(
-                "fastpix.invalid  id=-  object=-  workspace=-  error=\"body is not a JSON object\""
+                "fastpix_invalid  id=-  object=-  workspace=-  error=\"body is not a JSON object\""
             ),
             "{line}"
         );

@@ -233,25 +233,40 @@ pub struct EventDetail {
     pub subject: String,
     pub stored_at: String,
     pub headers: serde_json::Map<String, Value>,
+    /// As stored when `payload_as_stored`; otherwise with `hidden_values`
+    /// credentials replaced by `"•••• (hidden)"`.
     pub payload: String,
+    pub payload_as_stored: bool,
+    pub hidden_values: usize,
+    /// `inspect.reveal_secrets`: when off, the page says why the payload
+    /// as stored is not shown.
+    pub reveal_secrets: bool,
 }
 
 async fn event(State(shared): St, Path(seq): Path<String>) -> Answer<EventDetail> {
     let seq = seq
         .parse::<u64>()
         .map_err(|_| ApiError::bad("seq must be a stream sequence number"))?;
+    // Sequences start at 1: 0 is no event, not a question for NATS.
+    if seq == 0 {
+        return Err(ApiError::NotFound("no event with this sequence"));
+    }
     let m = shared
         .events
         .get(seq)
         .await
         .map_err(ApiError::nats)?
         .ok_or(ApiError::NotFound("no event with this sequence"))?;
+    let shown = shared.redactor.show(&m.payload);
     Ok(Json(EventDetail {
         seq: m.seq,
         subject: m.subject.clone(),
         stored_at: rfc3339(m.stored_at),
         headers: m.header_map(),
-        payload: String::from_utf8_lossy(&m.payload).into_owned(),
+        payload: shown.text,
+        payload_as_stored: shown.as_stored,
+        hidden_values: shown.hidden,
+        reveal_secrets: shared.redactor.reveals(),
     }))
 }
 
@@ -360,7 +375,7 @@ async fn refused(
     }))
 }
 
-/// Bodies kept on `<prefix>.invalid`, and the consumers' dead letters.
+/// Bodies kept on `<prefix>_invalid`, and the consumers' dead letters.
 #[derive(Debug, Serialize)]
 pub struct DeadLettersPage {
     pub invalid: Vec<KeptInvalid>,
@@ -401,8 +416,8 @@ async fn dead_letters(
 ) -> Answer<DeadLettersPage> {
     let (limit, _) = params(query)?.page()?;
     let invalid_subject = shared.prefix.invalid_subject().into_string();
-    let (invalid, _) = shared
-        .events
+    let page = shared
+        .invalid
         .page(
             std::slice::from_ref(&invalid_subject),
             &|m| m.subject == invalid_subject,
@@ -410,8 +425,8 @@ async fn dead_letters(
             None,
             limit,
         )
-        .await
-        .map_err(ApiError::nats)?;
+        .await;
+    let (invalid, _) = none_yet(page)?;
     let invalid = invalid
         .iter()
         .map(|m| KeptInvalid {
@@ -419,7 +434,7 @@ async fn dead_letters(
             stored_at: rfc3339(m.stored_at),
             reason: m.header(headers::BRIDGE_ERROR),
             size: m.payload.len(),
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
+            payload: shared.redactor.show(&m.payload).text,
         })
         .collect();
     let (exists, letters) = match shared.dead.page(&[], &|_| true, 1, None, limit).await {
@@ -442,7 +457,7 @@ async fn dead_letters(
                 stream_seq: f.stream_seq,
                 original_subject: f.subject,
                 size: m.payload.len(),
-                payload: String::from_utf8_lossy(&m.payload).into_owned(),
+                payload: shared.redactor.show(&m.payload).text,
             }
         })
         .collect();
@@ -494,6 +509,12 @@ pub struct StreamState {
     pub first_seq: u64,
     pub last_seq: u64,
     pub first_stored_at: String,
+    /// The stream's bound (`jetstream.max_bytes`); 0 when it has none.
+    pub max_bytes: u64,
+    /// `bytes / max_bytes`, 0 without a bound.
+    pub fill_ratio: f64,
+    /// Full: new events are answered `503 storage_full` until there is room.
+    pub full: bool,
 }
 
 async fn overview(State(shared): St) -> Answer<Overview> {
@@ -521,6 +542,12 @@ async fn overview(State(shared): St) -> Answer<Overview> {
         first_seq: info.state.first_sequence,
         last_seq: info.state.last_sequence,
         first_stored_at: rfc3339(info.state.first_timestamp),
+        max_bytes: u64::try_from(info.config.max_bytes).unwrap_or(0),
+        fill_ratio: match u64::try_from(info.config.max_bytes) {
+            Ok(max) if max > 0 => info.state.bytes as f64 / max as f64,
+            _ => 0.0,
+        },
+        full: crate::nats::publisher::is_full(info.state.bytes, info.config.max_bytes),
     };
     Ok(Json(Overview {
         now: rfc3339(now),

@@ -5,8 +5,9 @@
 //! [`reader`] reads messages and pages of the streams, [`query`] says what
 //! the API's queries mean (unit-tested, no I/O), [`live`] follows new
 //! events, [`consumers`] reports and replays durable consumers, [`auth`]
-//! guards it all with a token, [`api`] is the HTTP side, [`error`] its one
-//! error type, and [`assets`] the page.
+//! guards it all with a token, [`redact`] hides the credentials payloads
+//! carry, [`api`] is the HTTP side, [`error`] its one error type, and
+//! [`assets`] the page.
 
 pub mod api;
 pub mod assets;
@@ -17,6 +18,7 @@ pub mod index;
 pub mod live;
 pub mod query;
 pub mod reader;
+pub mod redact;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +58,8 @@ pub struct Shared {
     pub prefix: SubjectPrefix,
     pub events: reader::Reader,
     pub refused: reader::Reader,
+    /// Signed bodies that were not events (`<stream>_INVALID`).
+    pub invalid: reader::Reader,
     pub dead: reader::Reader,
     /// Where the consumer workers keep dead letters (`dead` reads its stream).
     pub dead_letters: consumers::DeadLetters,
@@ -66,6 +70,8 @@ pub struct Shared {
     pub auth: auth::Auth,
     pub sender: Option<TestSender>,
     pub bridge_url: Option<String>,
+    /// Hides credentials in payloads unless `inspect.reveal_secrets`.
+    pub redactor: redact::Redactor,
 }
 
 impl Shared {
@@ -130,6 +136,7 @@ impl Inspector {
                 js.clone(),
                 crate::nats::refused::stream_name(&settings.jetstream),
             ),
+            invalid: reader::Reader::new(js.clone(), crate::nats::invalid::stream_name(&stream)),
             dead: reader::Reader::new(js.clone(), dead_letters.stream.clone()),
             dead_letters,
             js,
@@ -142,7 +149,16 @@ impl Inspector {
             auth: auth::Auth::new(token),
             sender,
             bridge_url: settings.inspect.bridge_url.clone(),
+            redactor: redact::Redactor::new(
+                &settings.inspect.hidden_fields,
+                settings.inspect.reveal_secrets,
+            ),
         });
+        if settings.inspect.reveal_secrets {
+            tracing::warn!(
+                "inspect.reveal_secrets=true: the page and the API show the stream keys and secrets events carry"
+            );
+        }
         Ok(Inspector {
             listener,
             admin_listener,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fastpix::catalog::Family;
+use crate::fastpix::catalog::{self, Family};
 use crate::fastpix::subject::{SubjectFilter, SubjectPrefix};
 use crate::inspect::error::ApiError;
 use crate::inspect::index::{Counts, Granularity};
@@ -100,6 +100,9 @@ pub struct EventPlan {
     /// Each stored event must match one filter of every list (the type, the
     /// subject and the family asked for).
     checks: Vec<Vec<SubjectFilter>>,
+    /// `family=other`: the subject prefix (with its dot) of events whose
+    /// type is in no family of the catalog; kept by type, not by filter.
+    other_under: Option<String>,
     object: Option<String>,
     id: Option<String>,
     /// Events stored at or after this time.
@@ -131,12 +134,19 @@ impl EventPlan {
                 checks.push(vec![f]);
             }
         }
+        let mut other_under = None;
         if let Some(name) = blank(&q.family) {
-            let family = Family::from_name(name).ok_or_else(|| {
-                let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-                ApiError::bad(format!("family must be one of {}", names.join(", ")))
-            })?;
-            checks.push(family.filters(prefix));
+            if name.trim().eq_ignore_ascii_case(catalog::OTHER) {
+                other_under = Some(format!("{}.", prefix.as_str()));
+            } else {
+                let family = Family::from_name(name).ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "family must be one of {}",
+                        catalog::LABELS.join(", ")
+                    ))
+                })?;
+                checks.push(family.filters(prefix));
+            }
         }
         let since = blank(&q.since)
             .map(|s| time_param("since", s, now))
@@ -147,6 +157,7 @@ impl EventPlan {
         Ok(EventPlan {
             limit,
             checks,
+            other_under,
             object: blank(&q.object).map(str::to_owned),
             id: blank(&q.id).map(str::to_owned),
             since,
@@ -176,6 +187,13 @@ impl EventPlan {
     /// object and the id; the sequence range is the caller's).
     pub fn keeps(&self, m: &StoredMessage) -> bool {
         self.checks.iter().all(|fs| filter_matches(fs, &m.subject))
+            && self.other_under.as_ref().is_none_or(|under| {
+                // An event (it has a type) in no family; not a kept invalid body.
+                m.header(headers::EVENT_TYPE).is_some()
+                    && m.subject
+                        .strip_prefix(under.as_str())
+                        .is_some_and(|t| Family::of_type(t).is_none())
+            })
             && self
                 .object
                 .as_ref()
@@ -365,6 +383,41 @@ mod tests {
     }
 
     #[test]
+    fn every_family_of_the_catalog_can_be_filtered_on_other_included() {
+        let other = plan(EventQuery {
+            family: Some("other".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(other.lookup(), Lookup::Scan(vec![]));
+        let typed = |subject: &str, t: &str| {
+            let mut m = message(subject, None, None);
+            if let Some(h) = m.headers.as_mut() {
+                h.insert(headers::EVENT_TYPE, t);
+            }
+            m
+        };
+        assert!(other.keeps(&typed(
+            "fastpix.video.mediaAI.summary.ready",
+            "video.mediaAI.summary.ready"
+        )));
+        assert!(!other.keeps(&typed("fastpix.video.media.ready", "video.media.ready")));
+        assert!(!other.keeps(&typed(
+            "fastpix.video.live_stream.active",
+            "video.live_stream.active"
+        )));
+        // A kept invalid body has no type: it is no family's, not even other's.
+        assert!(!other.keeps(&message("fastpix.invalid", None, None)));
+        for name in catalog::LABELS {
+            let q = EventQuery {
+                family: Some(name.into()),
+                ..Default::default()
+            };
+            assert!(plan(q).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn every_filter_the_object_and_the_id_must_match() {
         let p = plan(EventQuery {
             family: Some("media".into()),
@@ -403,7 +456,7 @@ mod tests {
                     family: Some("video".into()),
                     ..Default::default()
                 },
-                "family must be one of media, upload, live_stream, simulcast",
+                "family must be one of media, upload, live_stream, simulcast, other",
             ),
             (
                 EventQuery {

@@ -4,9 +4,10 @@
 //! on. The bridge's own: [`sink`] is the seam the delivery rules publish
 //! through (one message in, proof of storage out), [`publisher`] is the
 //! sink that publishes to JetStream (or core NATS) and answers only once the
-//! message is stored, and [`refused`] says where records of refused
-//! deliveries go.
+//! message is stored, [`invalid`] says where signed bodies that are not
+//! events are kept, and [`refused`] where records of refused deliveries go.
 
+pub mod invalid;
 pub mod publisher;
 pub mod refused;
 pub mod sink;

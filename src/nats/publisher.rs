@@ -12,17 +12,26 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::connection::State;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
 
 use crate::nats::connection::{self, ConnectError, Patience};
+use crate::nats::invalid;
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
 use crate::settings::{JetStreamSettings, NatsSettings, Storage, WebhookConfig};
 
 /// Room kept for NATS headers inside the server's `max_payload`.
-pub const HEADER_RESERVE_BYTES: usize = 4096;
+pub const HEADER_RESERVE_BYTES: usize = crate::settings::jetstream::HEADER_ROOM_BYTES;
+
+/// Longest startup waits for the streams to be in place before listening
+/// anyway (a server refusing them is retried in the background).
+const STREAM_SETUP_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the streams' size is read for the gauges and the log.
+const USAGE_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the bridge could not start publishing.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +53,9 @@ struct Shared {
     /// Their names, comma-separated, for `/readyz`.
     stream_names: Option<String>,
     stream_ready: AtomicBool,
+    /// The streams last seen full, so that becoming full (and having room
+    /// again) is logged once.
+    full: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Body limit in force: the configured one, lowered to fit the server's
     /// `max_payload` (minus room for headers) once that is known.
     body_limit: AtomicUsize,
@@ -82,10 +94,15 @@ impl Publisher {
         let jetstream = js.enabled.then(|| {
             let mut ctx = jetstream::new(client.clone());
             ctx.set_timeout(nats.publish_timeout);
-            (ctx, stream_configs(js, webhooks))
+            (ctx, stream_configs(js, webhooks, max_body_bytes))
         });
+        // The events streams, for `/readyz` (the invalid bodies' streams follow them).
         let stream_names = jetstream.as_ref().map(|(_, configs)| {
-            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = configs
+                .iter()
+                .filter(|c| !c.subjects.iter().any(|s| s.ends_with("_invalid")))
+                .map(|c| c.name.as_str())
+                .collect();
             names.join(", ")
         });
         let shared = Arc::new(Shared {
@@ -93,6 +110,7 @@ impl Publisher {
             jetstream,
             stream_names,
             stream_ready: AtomicBool::new(false),
+            full: std::sync::Mutex::default(),
             body_limit: AtomicUsize::new(max_body_bytes),
             configured_limit: max_body_bytes,
             timeout: nats.publish_timeout,
@@ -114,7 +132,16 @@ impl Publisher {
                     max_payload,
                 });
             }
-            publisher.on_connected().await;
+            // A stream the server refuses (a bound above what it can
+            // reserve) is retried in the background: the bridge still
+            // listens, answers 503 and says why in its log and on /readyz.
+            if tokio::time::timeout(STREAM_SETUP_WAIT, publisher.on_connected())
+                .await
+                .is_err()
+            {
+                let retrying = publisher.clone();
+                tokio::spawn(async move { retrying.on_connected().await });
+            }
         } else {
             tracing::warn!(
                 servers = ?nats.url,
@@ -122,6 +149,7 @@ impl Publisher {
             );
         }
         tokio::spawn(publisher.clone().maintain(notify));
+        tokio::spawn(publisher.clone().watch_usage());
         Ok(publisher)
     }
 
@@ -145,7 +173,11 @@ impl Publisher {
             for config in configs {
                 if let Err(e) = ctx.create_or_update_stream(config.clone()).await {
                     self.shared.stream_ready.store(false, Ordering::SeqCst);
-                    tracing::error!(stream = %config.name, error = %e, "cannot create or update the stream; retrying");
+                    // JetStream reserves max_bytes when the stream is made.
+                    let hint = e.to_string().contains("resources").then_some(
+                        "the NATS server cannot reserve jetstream.max_bytes (FASTPIX_BRIDGE__JETSTREAM__MAX_BYTES) for this stream: lower it, or raise the server's jetstream max_file_store",
+                    );
+                    tracing::error!(stream = %config.name, max_bytes = config.max_bytes, error = %e, hint, "cannot create or update the stream; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue 'retry;
@@ -153,10 +185,69 @@ impl Publisher {
             }
             if !self.shared.stream_ready.swap(true, Ordering::SeqCst) {
                 for config in configs {
-                    tracing::info!(stream = %config.name, subjects = ?config.subjects, "stream in place");
+                    tracing::info!(
+                        stream = %config.name,
+                        subjects = ?config.subjects,
+                        max_bytes = config.max_bytes,
+                        max_msg_size = config.max_message_size,
+                        max_age = ?config.max_age,
+                        discard = "new",
+                        "stream in place; when full, new events are answered 503 storage_full and nothing stored is dropped"
+                    );
                 }
+                self.read_usage(ctx, configs).await;
             }
             return;
+        }
+    }
+
+    /// Reads every stream's size into the gauges, forever.
+    async fn watch_usage(self) {
+        let Some((ctx, configs)) = &self.shared.jetstream else {
+            return;
+        };
+        let mut every = tokio::time::interval(USAGE_EVERY);
+        loop {
+            every.tick().await;
+            if self.is_ready() {
+                self.read_usage(ctx, configs).await;
+            }
+        }
+    }
+
+    /// Sets the gauges from the streams' info, and says in the log when a
+    /// stream becomes full or has room again.
+    async fn read_usage(&self, ctx: &jetstream::Context, configs: &[stream::Config]) {
+        for config in configs {
+            // One JetStream API request: the stream's info comes with it.
+            let info = match ctx.get_stream(&config.name).await {
+                Ok(s) => s.cached_info().clone(),
+                Err(e) => {
+                    tracing::debug!(stream = %config.name, error = %e, "cannot read the stream's size");
+                    continue;
+                }
+            };
+            let bytes = info.state.bytes;
+            let limit = info.config.max_bytes;
+            self.shared.metrics.stream_usage(&config.name, bytes, limit);
+            let full = is_full(bytes, limit);
+            let was_full = self.shared.full.lock().is_ok_and(|mut seen| {
+                if full {
+                    !seen.insert(config.name.clone())
+                } else {
+                    seen.remove(&config.name)
+                }
+            });
+            if full && !was_full {
+                tracing::error!(
+                    stream = %config.name,
+                    bytes,
+                    max_bytes = limit,
+                    "the stream is full: new events are answered 503 storage_full until there is room (raise jetstream.max_bytes, or remove events from the stream); nothing stored was dropped"
+                );
+            } else if !full && was_full {
+                tracing::info!(stream = %config.name, bytes, max_bytes = limit, "the stream has room again");
+            }
         }
     }
 
@@ -222,9 +313,9 @@ impl Publisher {
                     let ack = ctx
                         .publish_with_headers(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| PublishError::Refused(e.into()))?
+                        .map_err(|e| publish_error(e, timeout))?
                         .await
-                        .map_err(|e| refused_or_timeout(e, timeout))?;
+                        .map_err(|e| publish_error(e, timeout))?;
                     Ok(Stored {
                         subject,
                         stream: Some(ack.stream),
@@ -291,30 +382,131 @@ impl Sink for Publisher {
     }
 }
 
-fn refused_or_timeout(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
-    match e.kind() {
-        jetstream::context::PublishErrorKind::TimedOut => PublishError::Timeout(timeout),
-        _ => PublishError::Refused(e.into()),
+/// What a failed JetStream publish means for the sender, as [`classify`] reads it.
+fn publish_error(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
+    let api = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(|a| (a.error_code().0, a.to_string()));
+    match classify(e.kind(), api.as_ref().map(|(c, d)| (*c, d.as_str()))) {
+        Refusal::StorageFull => PublishError::StorageFull(e.to_string()),
+        Refusal::TooLarge => PublishError::MessageTooLarge(e.to_string()),
+        Refusal::Unavailable if e.kind() == PublishErrorKind::TimedOut => {
+            PublishError::Timeout(timeout)
+        }
+        Refusal::Unavailable => PublishError::Refused(e.into()),
     }
 }
 
+/// What a refused publish means for whoever sent the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The stream (or the server's JetStream storage) is full: retry once
+    /// there is room; NATS itself is fine.
+    StorageFull,
+    /// The message can never be stored: larger than the stream or server takes.
+    TooLarge,
+    /// NATS did not store it for any other reason (no answer, no stream,
+    /// not connected): retry later.
+    Unavailable,
+}
+
+/// Reads a JetStream publish error: its kind, and the JetStream API error
+/// (error code and description) when the server answered with one. The
+/// codes are the server's (`JSStreamStoreFailedF` carries the store's own
+/// "maximum bytes exceeded"); the descriptions are read too, for servers
+/// that answer the same condition under another code.
+pub fn classify(kind: PublishErrorKind, api: Option<(u64, &str)>) -> Refusal {
+    use jetstream::ErrorCode as C;
+    if kind == PublishErrorKind::MaxPayloadExceeded {
+        return Refusal::TooLarge;
+    }
+    let Some((code, description)) = api else {
+        return Refusal::Unavailable;
+    };
+    let d = description.to_ascii_lowercase();
+    let code = C(code);
+    if code == C::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+        || code == C::STREAM_HEADER_EXCEEDS_MAXIMUM
+        || d.contains("message size exceeds")
+        || d.contains("header size exceeds")
+    {
+        return Refusal::TooLarge;
+    }
+    let full_store = code == C::STREAM_STORE_FAILED
+        && ["maximum bytes", "maximum messages", "resources"]
+            .iter()
+            .any(|s| d.contains(s));
+    if full_store
+        || code == C::INSUFFICIENT_RESOURCES
+        || code == C::STORAGE_RESOURCES_EXCEEDED
+        || code == C::MEMORY_RESOURCES_EXCEEDED
+        || code == C::ACCOUNT_RESOURCES_EXCEEDED
+        || d.contains("maximum bytes exceeded")
+        || d.contains("insufficient resources")
+    {
+        return Refusal::StorageFull;
+    }
+    Refusal::Unavailable
+}
+
+/// A stream is full (as the log and the inspector say) once it has less
+/// room than a small event takes; larger ones are refused a little earlier.
+pub fn is_full(bytes: u64, max_bytes: i64) -> bool {
+    u64::try_from(max_bytes).is_ok_and(|limit| limit > 0 && bytes + FULL_MARGIN_BYTES >= limit)
+}
+
+/// Room under which a stream counts as full.
+const FULL_MARGIN_BYTES: u64 = 4096;
+
 /// One stream per distinct `stream` of the webhooks, capturing the
-/// prefixes of every webhook that stores into it.
-fn stream_configs(js: &JetStreamSettings, webhooks: &[WebhookConfig]) -> Vec<stream::Config> {
+/// prefixes of every webhook that stores into it; then, for each, the
+/// stream its invalid bodies are kept in.
+fn stream_configs(
+    js: &JetStreamSettings,
+    webhooks: &[WebhookConfig],
+    max_body_bytes: usize,
+) -> Vec<stream::Config> {
     let mut configs: Vec<stream::Config> = Vec::new();
     for w in webhooks {
         match configs.iter_mut().find(|c| c.name == w.stream) {
             Some(c) => c.subjects.push(w.prefix.wildcard()),
-            None => configs.push(stream_config(js, &w.stream, w.prefix.wildcard())),
+            None => configs.push(stream_config(
+                js,
+                &w.stream,
+                w.prefix.wildcard(),
+                max_body_bytes,
+            )),
         }
     }
+    let invalid: Vec<stream::Config> = configs
+        .iter()
+        .map(|events| {
+            let subjects = webhooks
+                .iter()
+                .filter(|w| w.stream == events.name)
+                .map(|w| w.prefix.invalid_subject().into_string())
+                .collect();
+            invalid::stream_config(js, &events.name, subjects, events.max_message_size)
+        })
+        .collect();
+    configs.extend(invalid);
     configs
 }
 
-fn stream_config(js: &JetStreamSettings, name: &str, subjects: String) -> stream::Config {
+fn stream_config(
+    js: &JetStreamSettings,
+    name: &str,
+    subjects: String,
+    max_body_bytes: usize,
+) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
         subjects: vec![subjects],
+        // Bounded, and when full it refuses new events rather than
+        // dropping stored ones nobody may have read yet.
+        max_bytes: i64::try_from(js.max_bytes).unwrap_or(i64::MAX),
+        max_message_size: i32::try_from(js.message_size_limit(max_body_bytes)).unwrap_or(i32::MAX),
+        discard: stream::DiscardPolicy::New,
         max_age: js.max_age,
         duplicate_window: js.duplicate_window,
         num_replicas: js.replicas,
@@ -326,5 +518,70 @@ fn stream_config(js: &JetStreamSettings, name: &str, subjects: String) -> stream
         // up) are answered by the stream, from any replica.
         allow_direct: true,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_stream_is_told_apart_from_nats_being_unavailable() {
+        use PublishErrorKind as K;
+        // As nats-server 2.15 answers a stream at max_bytes with discard=new.
+        let full = Some((10077, "maximum bytes exceeded (code 503, error code 10077)"));
+        assert_eq!(classify(K::Other, full), Refusal::StorageFull);
+        for (code, description) in [
+            (10023, "insufficient resources"),
+            (10047, "insufficient storage resources available"),
+            (10028, "insufficient memory resources available"),
+            (10002, "resource limits exceeded for account"),
+            (10077, "maximum messages exceeded"),
+            (1, "maximum bytes exceeded"),
+        ] {
+            assert_eq!(
+                classify(K::Other, Some((code, description))),
+                Refusal::StorageFull,
+                "{code} {description}"
+            );
+        }
+        for (code, description) in [
+            (10054, "message size exceeds maximum allowed"),
+            (10097, "header size exceeds maximum allowed of 64k"),
+        ] {
+            assert_eq!(
+                classify(K::Other, Some((code, description))),
+                Refusal::TooLarge
+            );
+        }
+        assert_eq!(classify(K::MaxPayloadExceeded, None), Refusal::TooLarge);
+        for kind in [
+            K::TimedOut,
+            K::StreamNotFound,
+            K::BrokenPipe,
+            K::MaxAckPending,
+            K::Other,
+        ] {
+            assert_eq!(classify(kind, None), Refusal::Unavailable, "{kind:?}");
+        }
+        // A store failure that is not about room (a disk error) is not "full".
+        assert_eq!(
+            classify(K::Other, Some((10077, "input/output error"))),
+            Refusal::Unavailable
+        );
+        assert_eq!(
+            classify(K::Other, Some((10060, "expected stream does not match"))),
+            Refusal::Unavailable
+        );
+    }
+
+    #[test]
+    fn full_means_less_room_than_a_small_event() {
+        assert!(!is_full(0, 1 << 20));
+        assert!(!is_full((1 << 20) - 10_000, 1 << 20));
+        assert!(is_full((1 << 20) - 100, 1 << 20));
+        assert!(is_full(1 << 20, 1 << 20));
+        assert!(!is_full(1 << 40, -1), "no bound: never full");
+        assert!(!is_full(1 << 40, 0));
     }
 }

@@ -30,9 +30,18 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// Why a message was not stored. Every variant means "try again later".
+/// Why a message was not stored. Every variant but `MessageTooLarge`
+/// means "try again later".
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The stream is at its `jetstream.max_bytes`, or the server has no
+    /// JetStream storage left: nothing is stored until room is made.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
+    /// Larger than the stream takes (`jetstream.max_msg_size`) or the
+    /// server (`max_payload`): retrying cannot store it.
+    #[error("message larger than the stream takes: {0}")]
+    MessageTooLarge(String),
     #[error("not connected to NATS")]
     Disconnected,
     #[error("the stream is not in place yet")]

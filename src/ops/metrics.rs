@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::fastpix::catalog::{self, Family};
 use crate::ops::outcome::DeliveryOutcome;
@@ -28,6 +28,8 @@ pub const READY: &str = "fastpix_bridge_ready";
 pub const BUILD_INFO: &str = "fastpix_bridge_build_info";
 pub const REFUSAL_RECORDS_DROPPED_TOTAL: &str = "fastpix_bridge_refusal_records_dropped_total";
 pub const SECRETS_RELOADS_TOTAL: &str = "fastpix_bridge_secrets_reloads_total";
+pub const STREAM_BYTES: &str = "fastpix_bridge_stream_bytes";
+pub const STREAM_MAX_BYTES: &str = "fastpix_bridge_stream_max_bytes";
 
 /// Histogram buckets, in seconds: a JetStream ack on a LAN takes around a
 /// millisecond, and nothing may take longer than the publish timeout.
@@ -45,6 +47,8 @@ pub struct Metrics {
 
 /// Indexed by webhook (in configuration order), then by outcome or family.
 struct Inner {
+    /// Kept for the series only known once NATS answers (each stream's size).
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     requests: Vec<Vec<Counter>>,
     events: Vec<Vec<Counter>>,
@@ -145,6 +149,16 @@ impl Metrics {
             "Refused deliveries not recorded for the inspector: over the record rate, or NATS busy.",
         );
         describe(
+            STREAM_BYTES,
+            Some(Unit::Bytes),
+            "Bytes the events stream holds, by stream (read every 10 s).",
+        );
+        describe(
+            STREAM_MAX_BYTES,
+            Some(Unit::Bytes),
+            "The events stream's bound (jetstream.max_bytes) by stream; when reached, new events are answered 503 storage_full.",
+        );
+        describe(
             BUILD_INFO,
             None,
             "Always 1; the labels say which build is running.",
@@ -230,6 +244,7 @@ impl Metrics {
             ready: recorder.register_gauge(&plain(READY), &METADATA),
             refusal_records_dropped: recorder
                 .register_counter(&plain(REFUSAL_RECORDS_DROPPED_TOTAL), &METADATA),
+            recorder,
         };
         Self {
             inner: Arc::new(inner),
@@ -264,6 +279,20 @@ impl Metrics {
     /// One refused delivery left unrecorded (rate bound or queue full).
     pub fn refusal_record_dropped(&self) {
         self.inner.refusal_records_dropped.increment(1);
+    }
+
+    /// How full `stream` is: the bytes it holds and its bound (0: none).
+    pub fn stream_usage(&self, stream: &str, bytes: u64, max_bytes: i64) {
+        let key = |name: &'static str| {
+            Key::from_parts(name, vec![Label::new("stream", stream.to_owned())])
+        };
+        let recorder = &self.inner.recorder;
+        recorder
+            .register_gauge(&key(STREAM_BYTES), &METADATA)
+            .set(bytes as f64);
+        recorder
+            .register_gauge(&key(STREAM_MAX_BYTES), &METADATA)
+            .set(max_bytes.max(0) as f64);
     }
 
     /// Counts a publish as in flight until the returned guard is dropped.
@@ -404,6 +433,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!("{NATS_CONNECTED} 1")));
+        m.stream_usage("FASTPIX", 1024, 8 << 30);
+        let text = m.render(true, true);
+        assert!(
+            text.contains(&format!("{STREAM_BYTES}{{stream=\"FASTPIX\"}} 1024")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{STREAM_MAX_BYTES}{{stream=\"FASTPIX\"}} 8589934592"
+            )),
+            "{text}"
+        );
         assert!(text.contains(&format!(
             "{BUILD_INFO}{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")

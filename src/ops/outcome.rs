@@ -15,11 +15,13 @@ pub enum DeliveryOutcome {
     Invalid,
     Overloaded,
     NatsUnavailable,
+    /// The stream is full (`jetstream.max_bytes`): NATS is up, storage is not.
+    StorageFull,
 }
 
 impl DeliveryOutcome {
     /// Every outcome, in declaration order (`DeliveryOutcome as usize` indexes it).
-    pub const ALL: [DeliveryOutcome; 10] = [
+    pub const ALL: [DeliveryOutcome; 11] = [
         DeliveryOutcome::Published,
         DeliveryOutcome::Duplicate,
         DeliveryOutcome::Probe,
@@ -30,6 +32,7 @@ impl DeliveryOutcome {
         DeliveryOutcome::Invalid,
         DeliveryOutcome::Overloaded,
         DeliveryOutcome::NatsUnavailable,
+        DeliveryOutcome::StorageFull,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl DeliveryOutcome {
             DeliveryOutcome::Invalid => "invalid",
             DeliveryOutcome::Overloaded => "overloaded",
             DeliveryOutcome::NatsUnavailable => "nats_unavailable",
+            DeliveryOutcome::StorageFull => "storage_full",
         }
     }
 }

@@ -35,6 +35,16 @@ async fn the_page_shows_events_refusals_and_consumers_in_a_real_browser() {
     })
     .to_string();
     assert_eq!(app.post_signed(&hostile).await.status(), 200);
+    // A live stream's credentials, which the page must not show.
+    let secrets = ["sk-browser-0d15ea5e", "srt-browser-f00d"];
+    let keyed = serde_json::json!({
+        "type": "video.live_stream.created",
+        "id": "keyed-1",
+        "object": { "type": "live_stream", "id": "ls-keyed" },
+        "data": { "streamKey": secrets[0], "srtSecret": secrets[1], "simulcast": [{ "streamKey": secrets[0] }] }
+    })
+    .to_string();
+    assert_eq!(app.post_signed(&keyed).await.status(), 200);
     assert_eq!(
         app.post(&event_body("video.media.ready", "forged"), Some("YmFk"))
             .await
@@ -70,6 +80,8 @@ async fn the_page_shows_events_refusals_and_consumers_in_a_real_browser() {
         .env("CHROMIUM_BIN", chromium)
         .env("ARTIFACTS", &artifacts)
         .env("CONSUMER", "media-catalog")
+        .env("SECRET_EVENT_ID", "keyed-1")
+        .env("SECRET_VALUES", secrets.join(","))
         // Five media types in the seed list, plus the hostile one.
         .env("EXPECT_PENDING", "6")
         .kill_on_drop(true)
@@ -85,7 +97,14 @@ async fn the_page_shows_events_refusals_and_consumers_in_a_real_browser() {
     );
     assert!(out.status.success(), "browser checks failed:\n{text}");
     assert!(text.contains("browser checks passed"), "{text}");
-    for shot in ["live", "event-detail", "refused", "consumers", "overview"] {
+    for shot in [
+        "live",
+        "event-detail",
+        "event-hidden-credentials",
+        "refused",
+        "consumers",
+        "overview",
+    ] {
         assert!(
             artifacts.join(format!("{shot}.png")).is_file(),
             "{shot}.png saved"

@@ -928,3 +928,60 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     .collect();
     assert_eq!(set, BTreeSet::from([1]));
 }
+
+#[tokio::test]
+async fn a_sequence_that_cannot_exist_is_404_and_every_family_of_the_catalog_filters() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    for (t, id) in [
+        ("video.media.ready", "m-1"),
+        ("video.mediaAI.summary.ready", "ai-1"),
+        ("video.live_stream.active", "ls-1"),
+    ] {
+        assert_eq!(
+            app.post_signed(&object_event(t, id, id)).await.status(),
+            200
+        );
+    }
+    let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    insp.wait_indexed().await;
+    for seq in ["0", "99999"] {
+        let (status, body) = insp.get(&format!("/api/events/{seq}")).await;
+        assert_eq!(status, 404, "{seq}: {body}");
+        assert_eq!(body["error"], "no event with this sequence");
+    }
+    let other = insp.ok("/api/events?family=other").await;
+    let ids: Vec<&str> = other["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ai-1"]);
+    let catalog = insp.ok("/api/catalog").await;
+    let overview = insp.ok("/api/overview").await;
+    let counted: Vec<String> = overview["windows"]["month"]["families"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(counted.contains(&"other".to_owned()), "{overview}");
+    // The Overview says how full the stream is against its bound.
+    let stream = &overview["stream"];
+    assert_eq!(stream["max_bytes"], 8u64 << 30, "{stream}");
+    let ratio = stream["fill_ratio"].as_f64().unwrap();
+    let expected = stream["bytes"].as_f64().unwrap() / (8u64 << 30) as f64;
+    assert!(ratio > 0.0 && (ratio - expected).abs() < 1e-12, "{stream}");
+    assert_eq!(stream["full"], false);
+    let families = catalog["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .chain(counted);
+    for family in families {
+        let (status, body) = insp.get(&format!("/api/events?family={family}")).await;
+        assert_eq!(status, 200, "{family}: {body}");
+    }
+}

@@ -23,8 +23,10 @@ mod polyglot;
 mod process;
 #[path = "../common/repo_files.rs"]
 mod repo_files;
+mod secrets;
 mod security;
 mod sender;
+mod storage;
 mod webhook;
 mod webhooks;
 mod worker;

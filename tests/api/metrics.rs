@@ -35,6 +35,7 @@ async fn metrics_count_known_traffic_by_outcome_and_family() {
         "invalid",
         "overloaded",
         "nats_unavailable",
+        "storage_full",
     ] {
         assert_eq!(before.get(&requests(outcome)), 0.0, "{outcome}");
     }

@@ -44,6 +44,8 @@ pub const LIVE_METRICS: &[(&str, &[&str])] = &[
     ("fastpix_bridge_nats_connected", &[]),
     ("fastpix_bridge_ready", &[]),
     ("fastpix_bridge_build_info", &["version"]),
+    ("fastpix_bridge_stream_bytes", &["stream"]),
+    ("fastpix_bridge_stream_max_bytes", &["stream"]),
     // Exported by the inspector on its admin port (`inspect.admin_listen`),
     // the live test's second scrape job.
     ("fastpix_consumer_pending", &["stream", "consumer"]),
@@ -350,6 +352,8 @@ fn the_rules_and_the_dashboard_name_only_metrics_that_are_exported_or_recorded()
         "fastpix_bridge_nats_connected",
         "fastpix_bridge_ready",
         "fastpix_consumer_pending",
+        "fastpix_bridge_stream_bytes",
+        "fastpix_bridge_stream_max_bytes",
     ] {
         assert!(named.contains(metric), "nothing reads {metric}");
     }
@@ -409,6 +413,7 @@ fn the_dashboard_has_job_and_instance_variables_and_a_panel_for_each_concern() {
         "nats connected",
         "ready",
         "consumer pending",
+        "stream fill",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(wanted)),

@@ -1234,6 +1234,61 @@ fn the_observability_profile_adds_pinned_prometheus_and_grafana_wired_to_the_bri
     );
 }
 
+/// The JetStream file store of the NATS a shipped bridge talks to: the
+/// config's `max_file_store` (NATS reads `GB` as GiB), or for Kubernetes
+/// the chart's, which is the size of the store's volume.
+fn nats_file_store(bridge_file: &str) -> u64 {
+    let conf = |path: &str| {
+        let text = read_repo_file(path);
+        let value = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("max_file_store:"))
+            .unwrap_or_else(|| panic!("{path} sets no max_file_store"))
+            .trim();
+        memory_bytes(value.trim_end_matches('B'))
+    };
+    if bridge_file.starts_with("deploy/kubernetes") {
+        let values = yaml_file("deploy/kubernetes/nats-values.yaml");
+        let size = &values["config"]["jetstream"]["fileStore"]["pvc"]["size"];
+        memory_bytes(size.as_str().expect("the store's volume has a size"))
+    } else if bridge_file.starts_with("deploy/cluster/") {
+        conf("deploy/cluster/nats.conf")
+    } else {
+        conf("deploy/nats/nats.conf")
+    }
+}
+
+#[test]
+fn every_shipped_stream_bound_fits_the_store_of_its_nats() {
+    // JetStream reserves each stream's max_bytes when the stream is made, and
+    // refuses one that does not fit (docs/settings.md, "Why 8 GiB").
+    for bridge in shipped_bridges() {
+        let file = &bridge.file;
+        let mut env = bridge.env.clone();
+        env.insert(
+            "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+            SECRET_PLACEHOLDER.into(),
+        );
+        let settings = settings_from(&env).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let reserved = settings.jetstream.max_bytes
+            + fastpix_nats_bridge::nats::invalid::MAX_BYTES as u64
+            + fastpix_nats_bridge::nats::refused::MAX_BYTES as u64;
+        let store = nats_file_store(file);
+        assert!(
+            reserved <= store,
+            "{file}: jetstream.max_bytes {} plus the invalid and refused streams' {} MiB is above its NATS store of {} MiB",
+            settings.jetstream.max_bytes,
+            (reserved - settings.jetstream.max_bytes) >> 20,
+            store >> 20
+        );
+    }
+    // The rule can fail: the default does not fit the Compose stack's store.
+    assert!(
+        fastpix_nats_bridge::settings::jetstream::DEFAULT_MAX_BYTES
+            > nats_file_store("docker-compose.yml")
+    );
+}
+
 /// Every key named `key` anywhere in `doc` (YAML merge keys already applied).
 fn keys_named(doc: &Value, key: &str, path: String, found: &mut Vec<String>) {
     match doc {

@@ -1,10 +1,12 @@
 """Drives the inspector's page in a real headless Chromium (Debian's), as a
-person would: sign in, watch an event arrive live, filter, open a timeline
-and an event, see a refusal and the consumers. Exits non-zero on the first
+person would: sign in, find the last stored events on Live and watch one
+arrive above the marked row, filter, open a timeline and an event (by its
+whole row), see credentials hidden, a refusal and the consumers. Exits non-zero on the first
 check that fails; saves a screenshot of each view into $ARTIFACTS.
 
 Environment: INSPECTOR_URL, TOKEN, BRIDGE_URL, SECRET, BRIDGE_BIN,
-CHROMIUM_BIN, ARTIFACTS, CONSUMER, EXPECT_PENDING.
+CHROMIUM_BIN, ARTIFACTS, CONSUMER, EXPECT_PENDING, SECRET_EVENT_ID,
+SECRET_VALUES (comma-separated: stored in that event, never to be shown).
 """
 
 import os
@@ -56,13 +58,32 @@ with sync_playwright() as p:
     cookies = [c for c in page.context.cookies() if c["name"] == "fastpix_inspector"]
     assert cookies and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict", cookies
 
-    # Live: an event sent now shows within 2 s.
+    # Live opens on the last stored events, below a row marking where live starts.
+    marker = page.locator("#live-rows tr.live-start")
+    expect(marker).to_have_count(1)
+    expect(marker).to_contain_text("live since")
+    stored_rows = page.locator("#live-rows tr.live-start ~ tr")
+    expect(stored_rows.first).to_be_visible()
+    assert 1 <= stored_rows.count() <= 50, stored_rows.count()
+    expect(page.locator("#live-rows")).to_contain_text("seed-0")
+
+    # Live: an event sent now shows within 2 s, above the marker.
     page.wait_for_timeout(1000)  # the EventSource connects
     event_id = send("video.live_stream.active")
     sent_at = time.monotonic()
     expect(page.locator("#live-rows")).to_contain_text(event_id, timeout=2000)
     print(f"live: event shown {time.monotonic() - sent_at:.2f}s after send returned")
+    above = page.locator("#live-rows tr", has=page.locator("td", has_text=event_id))
+    assert page.evaluate(
+        "([a, m]) => !!(a.compareDocumentPosition(m) & Node.DOCUMENT_POSITION_FOLLOWING)",
+        [above.element_handle(), marker.element_handle()],
+    ), "the live event is above the marker"
     shot(page, "live")
+
+    # A whole row opens its event: a click on its type cell, not its link.
+    page.locator("#live-rows tr", has_text=event_id).locator("td:nth-child(3)").click()
+    expect(page.locator("#view-event")).to_be_visible()
+    expect(page.locator("#event-pretty")).to_contain_text('"id": "' + event_id + '"')
 
     # History filtered by family.
     page.goto(url + "#/history")
@@ -70,7 +91,10 @@ with sync_playwright() as p:
     page.click("#filters button[type=submit]")
     rows = page.locator("#history-rows tr")
     expect(rows.first).to_be_visible()
-    types = page.locator("#history-rows tr td:nth-child(3)").all_text_contents()
+    # The filtered answer replaces the one the view opened with: wait for it.
+    cells = page.locator("#history-rows tr td:nth-child(3)")
+    expect(cells.filter(has_not_text=".simulcast.")).to_have_count(0)
+    types = cells.all_text_contents()
     assert types and all(".simulcast." in t for t in types), types
     shot(page, "history-simulcast")
 
@@ -85,7 +109,6 @@ with sync_playwright() as p:
     shot(page, "object-timeline")
     page.locator("#object-rows tr", has_text=event_id).locator("td:first-child a").click()
     expect(page.locator("#view-event")).to_be_visible()
-    expect(page.locator("#event-raw")).to_contain_text('"id":"' + event_id + '"')
     expect(page.locator("#event-pretty")).to_contain_text('"id": "' + event_id + '"')
     expect(page.locator("#event-headers")).to_contain_text("FastPix-Event-Id")
     shot(page, "event-detail")
@@ -98,9 +121,26 @@ with sync_playwright() as p:
     expect(page.locator("#history-rows")).to_contain_text("<img src=x onerror=window.__xss=1>")
     assert page.locator("#history-rows img").count() == 0
     page.locator("#history-rows tr td:first-child a").first.click()
-    expect(page.locator("#event-raw")).to_contain_text("<script>")
+    expect(page.locator("#event-pretty")).to_contain_text("<script>")
     assert page.locator("#view-event script, #view-event img").count() == 0
     assert page.evaluate("window.__xss") is None, "markup from an event ran"
+
+    # Credentials in a payload: hidden in the pretty view, the as-stored view
+    # says why it is not shown, and no value is anywhere in the page.
+    page.goto(url + "#/history")
+    page.fill("#filters input[name=object]", "")
+    page.fill("#filters input[name=id]", env["SECRET_EVENT_ID"])
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#history-rows tr")).to_have_count(1)
+    page.locator("#history-rows tr td:nth-child(5)").click()
+    expect(page.locator("#view-event")).to_be_visible()
+    expect(page.locator("#event-pretty")).to_contain_text("•••• (hidden)")
+    expect(page.locator("#event-raw")).to_contain_text("inspect.reveal_secrets")
+    expect(page.locator("#event-hidden")).to_contain_text("hidden")
+    html = page.content()
+    for value in env["SECRET_VALUES"].split(","):
+        assert value not in html, value
+    shot(page, "event-hidden-credentials")
 
     # A refused delivery (bad signature) is listed.
     page.goto(url + "#/refused")
@@ -115,6 +155,8 @@ with sync_playwright() as p:
 
     page.goto(url + "#/overview")
     expect(page.locator("#overview-families")).to_contain_text("media")
+    expect(page.locator("#overview-fill")).to_contain_text("% full")
+    expect(page.locator("#overview-fill-meter")).to_be_visible()
     expect(page.locator("#overview-chart canvas")).to_have_count(1)
     shot(page, "overview")
 

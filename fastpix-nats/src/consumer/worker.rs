@@ -80,7 +80,8 @@ pub struct Delivery {
     /// The subject the event was published on.
     pub subject: String,
     /// The payload read leniently; an error for a body that is not an event
-    /// (the bridge's `<prefix>.invalid` subject).
+    /// (a body kept on the bridge's `<prefix>_invalid` subject, when a
+    /// consumer reads that stream).
     pub event: Result<Event, String>,
     /// The payload exactly as stored.
     pub payload: Bytes,

@@ -77,9 +77,11 @@ impl SubjectPrefix {
         format!("{}.>", self.0)
     }
 
-    /// `<prefix>.invalid`: where signed bodies that are not valid events are kept.
+    /// `<prefix>_invalid`: where signed bodies that are not valid events are
+    /// kept, outside the events' `<prefix>.>` so that they never take the
+    /// events stream's room (the bridge keeps them in `<stream>_INVALID`).
     pub fn invalid_subject(&self) -> Subject {
-        Subject(format!("{}.{INVALID_TOKEN}", self.0))
+        Subject(format!("{}_{INVALID_TOKEN}", self.0))
     }
 
     /// The subject an event of this type is published on.
@@ -609,7 +611,7 @@ mod tests {
         }
         assert_eq!(
             SubjectPrefix::default().invalid_subject().as_str(),
-            "fastpix.invalid"
+            "fastpix_invalid"
         );
         assert_eq!(SubjectPrefix::default().wildcard(), "fastpix.>");
     }

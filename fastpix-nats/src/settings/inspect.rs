@@ -23,6 +23,15 @@ pub struct InspectSettings {
     /// Webhook URL of the bridge the "send a test event" action posts to
     /// [default: the local bridge, from `http.listen` and `webhook.path`].
     pub bridge_url: Option<String>,
+    /// Show the credentials events carry (live streams' `streamKey` and
+    /// SRT secret, simulcast targets' keys) as stored. Off, the page and
+    /// the API show them as `"•••• (hidden)"`; the stored bytes never change.
+    pub reveal_secrets: bool,
+    /// Field names hidden besides the built-in ones (`streamKey`,
+    /// `srtSecret`, any name ending in `secret`, `password` or `token`, …),
+    /// matched at any depth, case-insensitively.
+    #[serde(deserialize_with = "super::raw::string_list")]
+    pub hidden_fields: Vec<String>,
 }
 
 impl Default for InspectSettings {
@@ -32,6 +41,8 @@ impl Default for InspectSettings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
             token: None,
             bridge_url: None,
+            reveal_secrets: false,
+            hidden_fields: Vec::new(),
         }
     }
 }
@@ -115,5 +126,16 @@ mod tests {
         ];
         let s = inspector(&long).unwrap();
         assert!(!format!("{s:?}").contains("a-long-enough-token"));
+        assert!(!s.inspect.reveal_secrets && s.inspect.hidden_fields.is_empty());
+        let s = inspector(&[
+            ("FASTPIX_BRIDGE__INSPECT__REVEAL_SECRETS", "true"),
+            (
+                "FASTPIX_BRIDGE__INSPECT__HIDDEN_FIELDS",
+                "rtmpUrl, customerNote",
+            ),
+        ])
+        .unwrap();
+        assert!(s.inspect.reveal_secrets);
+        assert_eq!(s.inspect.hidden_fields, ["rtmpUrl", "customerNote"]);
     }
 }

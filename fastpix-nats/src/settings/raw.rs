@@ -33,7 +33,7 @@ impl Raw {
         self.secrets.validate()?;
         self.http.validate()?;
         self.nats.validate()?;
-        self.jetstream.validate()?;
+        self.jetstream.validate(self.http.max_body_bytes)?;
         if purpose == Purpose::Inspector {
             self.inspect.validate()?;
         }

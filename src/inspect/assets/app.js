@@ -56,11 +56,25 @@ function fill(tbody, rows) {
   tbody.replaceChildren(frag);
 }
 
-// ---- live: events are buffered and drawn at most 4 times a second ----
+// ---- live: the last stored events, then new ones as they arrive, buffered
+// and drawn at most 4 times a second; a marked row says where live starts ----
 let liveSource = null, livePaused = false, liveBuffer = [], liveRows = [], liveCount = 0, liveTimer = null;
-const LIVE_KEEP = 200;
+let liveStored = [], liveSince = null, liveLastSeq = 0;
+const LIVE_KEEP = 200, LIVE_STORED = 50;
+function drawLive() {
+  const rows = liveRows.map(eventRow);
+  if (liveStored.length) {
+    const since = liveSince ? liveSince.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC") : "";
+    rows.push(el("tr", { class: "live-start" }, el("td", { colspan: 6 }, "▲ live since " + since + " · ▼ the last " + liveStored.length + " stored before")));
+    liveStored.forEach((e) => rows.push(eventRow(e)));
+  }
+  fill($("live-rows"), rows);
+}
 function startLive() {
   if (liveSource) return;
+  liveSince = new Date();
+  // The stream opens first, so nothing stored meanwhile is missed; what both
+  // bring is shown once (by sequence).
   liveSource = new EventSource("/api/live");
   liveSource.onmessage = (m) => {
     liveCount++;
@@ -69,6 +83,12 @@ function startLive() {
   };
   liveSource.onerror = () => status("live connection interrupted; reconnecting…", true);
   liveSource.onopen = () => status("");
+  api("/api/events?limit=" + LIVE_STORED).then((r) => {
+    liveStored = r.events;
+    liveLastSeq = liveStored.length ? liveStored[0].seq : 0;
+    liveRows = liveRows.filter((e) => e.seq > liveLastSeq);
+    drawLive();
+  }).catch((e) => status(e.message, true));
   let lastCount = 0, lastAt = performance.now();
   liveTimer = setInterval(() => {
     const now = performance.now();
@@ -77,15 +97,18 @@ function startLive() {
       lastCount = liveCount; lastAt = now;
     }
     if (livePaused || liveBuffer.length === 0) return;
-    const fresh = liveBuffer.splice(0).reverse();
+    const fresh = liveBuffer.splice(0).filter((e) => e.seq > liveLastSeq).reverse();
     liveRows = fresh.concat(liveRows).slice(0, LIVE_KEEP);
-    fill($("live-rows"), liveRows.map(eventRow));
+    drawLive();
   }, 250);
 }
 
 // ---- history ----
-let historyStack = [];
+let historyStack = [], historyAsked = 0;
 async function loadHistory(beforeSeq) {
+  // Only the latest search is drawn: an earlier one answering late (the view
+  // opening, then a filter submitted) must not replace it.
+  const asked = ++historyAsked;
   const form = new FormData($("filters"));
   const q = new URLSearchParams();
   for (const [k, v] of form.entries()) if (String(v).trim()) q.set(k, String(v).trim());
@@ -93,6 +116,7 @@ async function loadHistory(beforeSeq) {
   status("loading…");
   try {
     const r = await api("/api/events?" + q.toString());
+    if (asked !== historyAsked) return;
     fill($("history-rows"), r.events.map(eventRow));
     $("history-older").disabled = r.next_before_seq === null;
     $("history-older").dataset.next = r.next_before_seq || "";
@@ -126,7 +150,11 @@ async function loadEvent(seq) {
     const t = timeCell(e.stored_at);
     add("Stored", el("span", {}, ...Array.from(t.childNodes)));
     fill($("event-headers"), Object.entries(e.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
-    $("event-raw").textContent = e.payload;
+    // The payload as stored only when the inspector reveals credentials;
+    // otherwise the pretty view below has them replaced.
+    $("event-raw").textContent = e.reveal_secrets ? e.payload
+      : "Not shown: a payload may carry stream keys and secrets, and this inspector hides them (inspect.reveal_secrets = false)." + (e.hidden_values ? " " + e.hidden_values + " value(s) hidden below." : "");
+    $("event-hidden").textContent = e.hidden_values ? e.hidden_values + " value(s) hidden as “•••• (hidden)”: credentials, never shown unless inspect.reveal_secrets = true." : "";
     let pretty;
     try { pretty = JSON.stringify(JSON.parse(e.payload), null, 2); } catch (_) { pretty = "(not JSON)"; }
     $("event-pretty").textContent = pretty;
@@ -147,7 +175,7 @@ async function copy(text) {
 async function loadDead() {
   try {
     const r = await api("/api/dead_letters?limit=100");
-    $("invalid-subject").textContent = (catalog ? catalog.prefix : "fastpix") + ".invalid";
+    $("invalid-subject").textContent = (catalog ? catalog.prefix : "fastpix") + "_invalid";
     fill($("invalid-rows"), r.invalid.map((d) => el("tr", {}, el("td", {}, String(d.seq)), timeCell(d.stored_at), el("td", {}, d.reason || ""), el("td", {}, String(d.size)), el("td", {}, el("pre", {}, d.payload)))));
     $("dead-note").textContent = r.dead_letter_stream ? "From stream " + r.dead_letter_stream + "." : "No consumer dead-letter stream (<stream>_DEAD_LETTERS) exists yet.";
     fill($("dead-rows"), r.consumer.map((d) => el("tr", {}, el("td", {}, String(d.seq)), timeCell(d.stored_at), el("td", {}, d.consumer || ""), el("td", {}, d.reason || ""), el("td", {}, d.deliveries || ""), el("td", {}, d.last_error || ""),
@@ -194,6 +222,14 @@ async function loadOverview() {
     const r = await api("/api/overview");
     const s = r.stream;
     $("overview-stream").textContent = "Stream " + s.name + ": " + s.messages + " messages, " + s.bytes + " bytes, sequences " + s.first_seq + "–" + s.last_seq + (r.index_pending ? "; " + r.index_pending + " not yet indexed" : "") + ".";
+    const fillText = s.max_bytes > 0
+      ? (s.fill_ratio * 100).toFixed(1) + "% full (" + s.bytes + " of " + s.max_bytes + " bytes, jetstream.max_bytes)" + (s.full ? ": FULL, new events are answered 503 storage_full until there is room" : "")
+      : "no size bound (jetstream.max_bytes unset on this stream)";
+    $("overview-fill").textContent = "Storage: " + fillText + ".";
+    $("overview-fill").className = s.full ? "bad" : "";
+    const meter = $("overview-fill-meter");
+    meter.hidden = !(s.max_bytes > 0);
+    meter.value = s.fill_ratio || 0;
     const w = r.windows;
     const get = (win, kind, k) => (w[win] && w[win][kind][k]) || 0;
     const fams = (catalog ? catalog.families.map((f) => f.name) : []).concat(["other"]);
@@ -233,6 +269,13 @@ function route() {
   else if (view === "consumers" || view === "actions") loadConsumers();
   else if (view === "overview") loadOverview();
 }
+
+// A click anywhere on a row opens its event (a link inside it keeps its own target).
+document.addEventListener("click", (ev) => {
+  if (ev.target.closest("a, button, input, select")) return;
+  const tr = ev.target.closest("tbody tr[data-href]");
+  if (tr && !window.getSelection().toString()) location.hash = tr.dataset.href;
+});
 
 // j/k move between the rows of the visible table; Enter opens the row.
 document.addEventListener("keydown", (ev) => {
