@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-
 # The bridge and the two example consumers (fastpix-nats/examples) in one small image.
 #   docker build -t fastpix-nats-bridge .
 #   docker run --rm -p 8080:8080 -e FASTPIX_BRIDGE__NATS__URL=nats://nats:4222 \
@@ -23,16 +21,20 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-# Dependencies only (cached layer).
+# Dependencies only (cached layer), of exactly what the image ships: the
+# bridge, then the two examples (whose package's dev-dependencies are kept to
+# what its unit tests need), so no test-only crate of the bridge is compiled.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
-      --bin fastpix-nats-bridge --examples
-# Then the source.
-COPY . .
-RUN cargo build --release --locked \
       -p fastpix-nats-bridge --bin fastpix-nats-bridge \
-      -p fastpix-nats \
-      --example live_stream_worker \
-      --example media_catalog \
+ && cargo chef cook --release --locked --recipe-path recipe.json \
+      -p fastpix-nats --examples
+# Then the source. The bridge is built on its own, as `cargo build --release`
+# builds it: one cargo command with the examples would unify features across
+# them and give the image another binary than the one measured.
+COPY . .
+RUN cargo build --release --locked -p fastpix-nats-bridge --bin fastpix-nats-bridge \
+ && cargo build --release --locked -p fastpix-nats \
+      --example live_stream_worker --example media_catalog \
  && mkdir -p /out \
  && cp target/release/fastpix-nats-bridge \
        target/release/examples/live_stream_worker \

@@ -1,4 +1,4 @@
-//! Static checks of the stack's files, since no container engine runs here:
+//! Static checks of the stack's files (scripts/test-stack runs them for real):
 //! compose files against the Compose Specification schema plus what the
 //! stack needs (a healthcheck on every service, dependencies, env-only
 //! settings that load), the Dockerfile's stages, and the Kubernetes
@@ -1313,4 +1313,280 @@ fn every_shipped_stream_bound_fits_the_store_of_its_nats() {
         fastpix_nats_bridge::settings::jetstream::DEFAULT_MAX_BYTES
             > nats_file_store("docker-compose.yml")
     );
+}
+
+/// Every key named `key` anywhere in `doc` (YAML merge keys already applied).
+fn keys_named(doc: &Value, key: &str, path: String, found: &mut Vec<String>) {
+    match doc {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let here = format!("{path}.{k}");
+                if k == key {
+                    found.push(here.clone());
+                }
+                keys_named(v, key, here, found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                keys_named(v, key, format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn compose_files_start_on_docker_engine_20_10() {
+    // Debian 12 ships Engine 20.10; Compose refuses `healthcheck.start_interval`
+    // on engines before 25 ("requires Docker Engine v25 or later") and starts nothing.
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        let mut found = Vec::new();
+        keys_named(&compose.doc, "start_interval", String::new(), &mut found);
+        assert!(
+            found.is_empty(),
+            "{path}: `start_interval` needs Docker Engine 25+: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfiles_build_without_pulling_a_frontend_image() {
+    // A `# syntax=` line makes BuildKit pull that frontend from a registry
+    // before reading the file: no build without one. The files use no syntax
+    // newer than the builder's own.
+    for path in ["Dockerfile", "examples/python/Dockerfile"] {
+        let text = read_repo_file(path);
+        let directive = text
+            .lines()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .find(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .to_ascii_lowercase()
+                    .starts_with("syntax")
+            });
+        assert!(
+            directive.is_none(),
+            "{path}: {directive:?} makes BuildKit pull a frontend image"
+        );
+    }
+}
+
+/// The commands of a RUN instruction's `&&` chain that start with `prefix`.
+fn commands_starting(builder: &Stage, prefix: &str) -> Vec<String> {
+    builder
+        .ops
+        .iter()
+        .filter(|(op, _)| op == "RUN")
+        .flat_map(|(_, a)| {
+            a.split("&&")
+                .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn the_image_cooks_and_builds_only_what_it_ships_and_the_bridge_on_its_own() {
+    let stages = dockerfile_stages();
+    let cooks: Vec<String> = stages
+        .iter()
+        .flat_map(|s| commands_starting(s, "cargo chef cook"))
+        .collect();
+    let builds: Vec<String> = stages
+        .iter()
+        .flat_map(|s| commands_starting(s, "cargo build"))
+        .collect();
+    assert!(
+        !cooks.is_empty() && !builds.is_empty(),
+        "the Dockerfile cooks and builds"
+    );
+    let root = read_repo_file("Cargo.toml");
+    assert!(
+        root.contains("[dev-dependencies]"),
+        "the root package has test crates"
+    );
+    for cook in &cooks {
+        // Examples, tests and benches compile their package's dev-dependencies:
+        // the root package's are the test suites' crates.
+        assert!(
+            cook.contains(" -p ") || cook.contains(" --package "),
+            "`{cook}` cooks the whole workspace, test crates included"
+        );
+        assert!(
+            !(cook.contains("-p fastpix-nats-bridge")
+                && ["--examples", "--tests", "--benches", "--all-targets"]
+                    .iter()
+                    .any(|f| cook.contains(f))),
+            "`{cook}` cooks the bridge's test-only dependencies"
+        );
+        // Each cooked selection is one the build runs, so the cooked layer is used.
+        let words: Vec<&str> = cook.split_whitespace().collect();
+        for package in words.windows(2).filter(|w| w[0] == "-p").map(|w| w[1]) {
+            assert!(
+                builds.iter().any(|b| b.contains(&format!("-p {package}"))),
+                "`{cook}` cooks {package}, which no build builds: {builds:?}"
+            );
+        }
+    }
+    let bridge = builds
+        .iter()
+        .filter(|b| b.contains("--bin fastpix-nats-bridge"))
+        .collect::<Vec<_>>();
+    assert_eq!(bridge.len(), 1, "one build of the bridge: {builds:?}");
+    // Built with other targets, the bridge's dependencies would get the union
+    // of their features: another binary than `cargo build --release` gives.
+    let words: Vec<&str> = bridge[0].split_whitespace().collect();
+    assert_eq!(
+        words
+            .iter()
+            .filter(|w| **w == "-p" || **w == "--package")
+            .count(),
+        1,
+        "the bridge is built together with other packages: `{}`",
+        bridge[0]
+    );
+    for other in [
+        "--example",
+        "--examples",
+        "--bins",
+        "--all-targets",
+        "--workspace",
+    ] {
+        assert!(
+            !words.contains(&other),
+            "the bridge is built together with {other}: `{}`",
+            bridge[0]
+        );
+    }
+}
+
+#[test]
+fn compose_gives_the_bridge_and_inspector_their_shutdown_grace_before_sigkill() {
+    // Compose sends SIGKILL 10s after SIGTERM unless told otherwise; a
+    // process serving HTTP needs http.shutdown_grace for in-flight requests
+    // and then time to drain its NATS connection.
+    const COMPOSE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut checked = 0;
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        for name in compose.service_names() {
+            let service = compose.service(&name);
+            if service.value["image"] != "fastpix-nats-bridge:local" {
+                continue;
+            }
+            let argv = container_argv(&service);
+            let purpose = match argv.get(1).map(String::as_str) {
+                None | Some("serve") if argv[0] == BRIDGE_BIN => Purpose::Bridge,
+                Some("inspect") => Purpose::Inspector,
+                _ => continue,
+            };
+            let mut env = service.environment();
+            // The cluster file requires the user's secret; any valid one does here.
+            env.insert(
+                "FASTPIX_BRIDGE__WEBHOOK__SIGNING_SECRETS".into(),
+                SECRET_PLACEHOLDER.into(),
+            );
+            let settings =
+                settings_for(purpose, &env).unwrap_or_else(|e| panic!("{path}: `{name}`: {e}"));
+            let stop = match &service.value["stop_grace_period"] {
+                Value::String(s) => humantime::parse_duration(s)
+                    .unwrap_or_else(|e| panic!("{path}: `{name}`: stop_grace_period {s}: {e}")),
+                _ => COMPOSE_DEFAULT,
+            };
+            assert!(
+                stop > settings.http.shutdown_grace,
+                "{path}: `{name}` is killed {stop:?} after SIGTERM, within http.shutdown_grace ({:?}) and its drain",
+                settings.http.shutdown_grace
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "bridges and the inspector checked: {checked}");
+}
+
+/// `text` matches the shell `case` pattern `pattern` (only `*` is special).
+fn case_pattern_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_stack_test_runs_in_ci_and_can_stand_in_for_every_base_image_it_runs() {
+    assert!(
+        read_repo_file("scripts/test").contains("scripts/test-stack"),
+        "scripts/test does not run the Compose stacks"
+    );
+    assert!(
+        read_repo_file("docs/docker-compose.md").contains("scripts/test-stack"),
+        "docs/docker-compose.md does not say how the stack is tested"
+    );
+    // The `case` patterns of build_stand_in in scripts/stack-lib.sh.
+    let lib = read_repo_file("scripts/stack-lib.sh");
+    let body = lib
+        .split("build_stand_in() {")
+        .nth(1)
+        .expect("scripts/stack-lib.sh defines build_stand_in");
+    let patterns: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_suffix(')'))
+        .filter(|l| !l.contains(' ') && !l.contains('(') && *l != "*")
+        .collect();
+    assert!(case_pattern_matches(
+        "rust:*-slim-bookworm",
+        "rust:1.95-slim-bookworm"
+    ));
+    assert!(!case_pattern_matches("nats:*-alpine", "nats:2.15.1"));
+    let stages = dockerfile_stages();
+    let mut images: Vec<String> = stages
+        .iter()
+        .filter(|s| !stages.iter().any(|o| o.name == s.image))
+        .map(|s| s.image.clone())
+        .collect();
+    images.push(
+        read_repo_file("examples/python/Dockerfile")
+            .lines()
+            .find_map(|l| l.strip_prefix("FROM "))
+            .expect("the Python example's FROM")
+            .trim()
+            .to_owned(),
+    );
+    for path in COMPOSE_FILES {
+        let compose = Compose::load(path);
+        for name in compose.service_names() {
+            let service = compose.service(&name);
+            // The observability profile is not run by the stack test (docs/docker-compose.md).
+            if service.value.get("profiles").is_some() || service.value.get("build").is_some() {
+                continue;
+            }
+            if let Some(image) = service.value["image"].as_str()
+                && !image.starts_with("fastpix-nats-bridge")
+            {
+                images.push(image.to_owned());
+            }
+        }
+    }
+    for image in images {
+        assert!(
+            patterns.iter().any(|p| case_pattern_matches(p, &image)),
+            "scripts/stack-lib.sh has no stand-in for {image}: without a registry the stack test fails (patterns {patterns:?})"
+        );
+    }
 }

@@ -103,6 +103,14 @@ async fn open(
         .map_err(ConnectError::Connect)
 }
 
+/// How often the client pings the server. A network partition leaves the
+/// TCP connection open but silent: only unanswered pings reveal it, and the
+/// client reconnects (to another node of a cluster) after two go unanswered.
+/// With the client's default of 60 s, a bridge cut off from its node answered
+/// 503 for about two minutes while the rest of the cluster kept a quorum
+/// (BENCHMARKS.md, "The Compose stack"); 10 s makes it about 30 s.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Wait before connection attempt `attempts` (counted from 1): none before
 /// the first, so a client started next to a running server is ready at once,
 /// then 100ms, 200ms, … capped at 2s: quick to come back, gentle on a down server.
@@ -117,6 +125,7 @@ async fn options(nats: &NatsSettings, name: &str) -> Result<ConnectOptions, Conn
         .name(name)
         .max_reconnects(None)
         .connection_timeout(nats.connect_timeout)
+        .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(reconnect_delay);
     if let Some(path) = &nats.creds_file {
         options =
