@@ -5,7 +5,7 @@
 
 use async_nats::jetstream::stream;
 
-use crate::settings::{JetStreamSettings, Storage};
+use crate::settings::JetStreamSettings;
 
 /// Most bytes kept. A signed body that is not an event is FastPix changing
 /// its format or a bug: a few hundred at most before someone looks.
@@ -35,10 +35,7 @@ pub fn stream_config(
         max_age: js.max_age,
         duplicate_window: js.duplicate_window,
         num_replicas: js.replicas,
-        storage: match js.storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        },
+        storage: super::storage_type(&js.storage),
         allow_direct: true,
         ..Default::default()
     }

@@ -16,3 +16,16 @@ pub mod refused;
 pub mod sink;
 
 pub use fastpix_nats::nats::{connection, dead_letters, headers};
+
+/// The JetStream storage `jetstream.storage` asks for, for every stream
+/// the bridge creates.
+pub(crate) fn storage_type(
+    storage: &crate::settings::Storage,
+) -> async_nats::jetstream::stream::StorageType {
+    use crate::settings::Storage;
+    use async_nats::jetstream::stream::StorageType;
+    match storage {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    }
+}

@@ -21,7 +21,7 @@ use crate::nats::invalid;
 use crate::nats::sink::Sink;
 pub use crate::nats::sink::{Outgoing, PublishError, Stored};
 use crate::ops::metrics::Metrics;
-use crate::settings::{JetStreamSettings, NatsSettings, Storage, WebhookConfig};
+use crate::settings::{JetStreamSettings, NatsSettings, WebhookConfig};
 
 /// Room kept for NATS headers inside the server's `max_payload`.
 pub const HEADER_RESERVE_BYTES: usize = crate::settings::jetstream::HEADER_ROOM_BYTES;
@@ -510,10 +510,7 @@ fn stream_config(
         max_age: js.max_age,
         duplicate_window: js.duplicate_window,
         num_replicas: js.replicas,
-        storage: match js.storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        },
+        storage: super::storage_type(&js.storage),
         // Reads by sequence (the inspector, consumers looking one event
         // up) are answered by the stream, from any replica.
         allow_direct: true,

@@ -9,7 +9,7 @@ use async_nats::jetstream::stream;
 use serde::{Deserialize, Serialize};
 
 use crate::fastpix::subject::SubjectPrefix;
-use crate::settings::{JetStreamSettings, Storage};
+use crate::settings::JetStreamSettings;
 
 /// Most records kept; the oldest go first.
 pub const MAX_RECORDS: i64 = 10_000;
@@ -57,10 +57,7 @@ pub fn stream_config(js: &JetStreamSettings, prefix: &SubjectPrefix) -> stream::
         max_age: MAX_AGE,
         discard: stream::DiscardPolicy::Old,
         num_replicas: js.replicas,
-        storage: match js.storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        },
+        storage: super::storage_type(&js.storage),
         ..Default::default()
     }
 }
