@@ -5,8 +5,6 @@
 
 use async_nats::jetstream::stream;
 
-use crate::settings::JetStreamSettings;
-
 /// Most bytes kept. A signed body that is not an event is FastPix changing
 /// its format or a bug: a few hundred at most before someone looks.
 pub const MAX_BYTES: i64 = 64 * 1024 * 1024;
@@ -16,28 +14,18 @@ pub fn stream_name(stream: &str) -> String {
     format!("{stream}_INVALID")
 }
 
-/// The stream the bodies of the events stream `stream` are kept in,
-/// capturing `subjects` (each webhook's `<prefix>_invalid`). Full, it
-/// refuses (`discard = new`), like the events stream: the delivery is then
-/// answered `503 storage_full` and retried, never dropped.
-pub fn stream_config(
-    js: &JetStreamSettings,
-    stream: &str,
-    subjects: Vec<String>,
-    max_message_size: i32,
-) -> stream::Config {
+/// The stream the bodies of the events stream `events` are kept in,
+/// capturing `subjects` (each webhook's `<prefix>_invalid`): the events
+/// stream's own configuration (age, replicas, storage, message size,
+/// `discard = new`) with a small bound. Full, it refuses like the events
+/// stream: the delivery is then answered `503 storage_full` and retried,
+/// never dropped.
+pub fn stream_config(events: &stream::Config, subjects: Vec<String>) -> stream::Config {
     stream::Config {
-        name: stream_name(stream),
+        name: stream_name(&events.name),
         subjects,
         max_bytes: MAX_BYTES,
-        max_message_size,
-        discard: stream::DiscardPolicy::New,
-        max_age: js.max_age,
-        duplicate_window: js.duplicate_window,
-        num_replicas: js.replicas,
-        storage: super::storage_type(&js.storage),
-        allow_direct: true,
-        ..Default::default()
+        ..events.clone()
     }
 }
 

@@ -486,7 +486,7 @@ fn stream_configs(
                 .filter(|w| w.stream == events.name)
                 .map(|w| w.prefix.invalid_subject().into_string())
                 .collect();
-            invalid::stream_config(js, &events.name, subjects, events.max_message_size)
+            invalid::stream_config(events, subjects)
         })
         .collect();
     configs.extend(invalid);
