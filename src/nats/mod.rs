@@ -9,6 +9,7 @@
 //! [`forward_leases`] names where forwarders record who delivers for each
 //! destination, and its state.
 
+pub mod acks;
 pub mod forward_leases;
 pub mod invalid;
 pub mod publisher;

@@ -16,6 +16,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
 
+use crate::nats::acks::{AckError, AckRouter};
 use crate::nats::connection::{self, ConnectError, Patience};
 use crate::nats::invalid;
 use crate::nats::sink::Sink;
@@ -38,6 +39,8 @@ const USAGE_EVERY: Duration = Duration::from_secs(10);
 pub enum PublisherError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("cannot subscribe to the JetStream acknowledgements: {0}")]
+    Acks(#[from] async_nats::SubscribeError),
     #[error(
         "invalid setting `http.max_body_bytes` (FASTPIX_BRIDGE__HTTP__MAX_BODY_BYTES): {limit} is above the NATS server's max_payload of {max_payload} bytes; lower it or raise max_payload on the server"
     )]
@@ -50,6 +53,8 @@ struct Shared {
     /// The context, and every stream the webhooks publish into (one unless
     /// a webhook has its own `stream`).
     jetstream: Option<(jetstream::Context, Vec<stream::Config>)>,
+    /// Where publishes wait for their JetStream ack (in JetStream mode).
+    acks: Option<AckRouter>,
     /// Their names, comma-separated, for `/readyz`.
     stream_names: Option<String>,
     stream_ready: AtomicBool,
@@ -105,9 +110,14 @@ impl Publisher {
                 .collect();
             names.join(", ")
         });
+        let acks = match jetstream {
+            Some(_) => Some(AckRouter::start(client.clone()).await?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             client,
             jetstream,
+            acks,
             stream_names,
             stream_ready: AtomicBool::new(false),
             full: std::sync::Mutex::default(),
@@ -305,21 +315,19 @@ impl Publisher {
         let timeout = self.shared.timeout;
         let timer = self.shared.metrics.publish_started();
         let work = async {
-            match &self.shared.jetstream {
-                Some((ctx, _)) => {
+            match &self.shared.acks {
+                Some(acks) => {
                     if !self.shared.stream_ready.load(Ordering::SeqCst) {
                         return Err(PublishError::StreamNotReady);
                     }
-                    let ack = ctx
-                        .publish_with_headers(subject.clone(), msg.headers, msg.payload)
+                    let ack = acks
+                        .publish(subject.clone(), msg.headers, msg.payload)
                         .await
-                        .map_err(|e| publish_error(e, timeout))?
-                        .await
-                        .map_err(|e| publish_error(e, timeout))?;
+                        .map_err(ack_error)?;
                     Ok(Stored {
                         subject,
                         stream: Some(ack.stream),
-                        seq: Some(ack.sequence),
+                        seq: Some(ack.seq),
                         duplicate: ack.duplicate,
                     })
                 }
@@ -382,17 +390,23 @@ impl Sink for Publisher {
     }
 }
 
-/// What a failed JetStream publish means for the sender, as [`classify`] reads it.
-fn publish_error(e: jetstream::context::PublishError, timeout: Duration) -> PublishError {
-    let api = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .map(|a| (a.error_code().0, a.to_string()));
-    match classify(e.kind(), api.as_ref().map(|(c, d)| (*c, d.as_str()))) {
+/// What a publish without an ack means for the sender, as [`classify`] reads it.
+fn ack_error(e: AckError) -> PublishError {
+    let refusal = match &e {
+        AckError::Api {
+            err_code,
+            description,
+        } => classify(PublishErrorKind::Other, Some((*err_code, description))),
+        AckError::Publish(p)
+            if p.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded =>
+        {
+            classify(PublishErrorKind::MaxPayloadExceeded, None)
+        }
+        _ => Refusal::Unavailable,
+    };
+    match refusal {
         Refusal::StorageFull => PublishError::StorageFull(e.to_string()),
         Refusal::TooLarge => PublishError::MessageTooLarge(e.to_string()),
-        Refusal::Unavailable if e.kind() == PublishErrorKind::TimedOut => {
-            PublishError::Timeout(timeout)
-        }
         Refusal::Unavailable => PublishError::Refused(e.into()),
     }
 }

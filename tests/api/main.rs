@@ -3,6 +3,7 @@
 //! `fuzz`, the fuzz target's checks on a fixed corpus. All modules build into
 //! one test binary.
 
+mod acks;
 mod admin;
 mod browser;
 mod bursts;
