@@ -10,6 +10,7 @@
 //! `bench ceiling` and `bench floor` are the reference servers.
 
 mod load;
+mod publish;
 mod reference;
 
 use std::fmt::Write as _;
@@ -62,6 +63,18 @@ enum Cmd {
         duration: f64,
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
+    },
+    /// The JetStream publish path alone: async-nats's JetStream publish
+    /// against the bridge's ack router, client and server CPU per message.
+    Publish {
+        #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
+        nats_server: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
     },
     /// Reference server: read the body, answer 200.
     Ceiling {
@@ -130,9 +143,11 @@ fn main() -> ExitCode {
     // The servers get tokio's default runtime, as the bridge does; the
     // generator gets one thread so it takes as little CPU as it can.
     let runtime = match command {
-        Cmd::Ceiling { .. } | Cmd::Floor { .. } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+        Cmd::Ceiling { .. } | Cmd::Floor { .. } | Cmd::Publish { .. } => {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+        }
         Cmd::Run(_) | Cmd::Load { .. } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
@@ -172,6 +187,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Cmd::Ceiling { listen } => reference::ceiling(listen).await,
+            Cmd::Publish {
+                nats_server,
+                messages,
+                in_flight,
+                rounds,
+            } => publish::run(&nats_server, messages, in_flight, rounds).await,
             Cmd::Floor {
                 listen,
                 nats,
