@@ -518,8 +518,10 @@ impl Target {
     }
 }
 
+/// The forwarder stops: the event goes back, in its object's order, for
+/// whoever delivers next.
 fn stopped() -> Outcome {
-    Outcome::retry_after(Duration::ZERO, "the forwarder stopped")
+    Outcome::HandBack
 }
 
 fn failure(e: &reqwest::Error) -> Attempt {
