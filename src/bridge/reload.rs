@@ -82,13 +82,17 @@ pub async fn watch(webhooks: Arc<[WebhookConfig]>, metrics: Metrics, every: Dura
     }
 }
 
+/// SIGHUPs as they come (none where there are no signals, or when they
+/// cannot be listened for). The forwarder reloads its files on them too.
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = ();
+pub type Hangup = ();
 
+/// Starts listening for SIGHUP: from now on it no longer stops the process,
+/// and each one is kept until [`next_hangup`] takes it.
 #[cfg(unix)]
-fn hangup_signals() -> Hangup {
+pub fn hangup_signals() -> Hangup {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -100,10 +104,11 @@ fn hangup_signals() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup_signals() -> Hangup {}
+pub fn hangup_signals() -> Hangup {}
 
+/// Waits for the next SIGHUP (forever when there is none to listen for).
 #[cfg(unix)]
-async fn next_hangup(h: &mut Hangup) {
+pub async fn next_hangup(h: &mut Hangup) {
     match h {
         Some(s) => {
             if s.recv().await.is_none() {
@@ -115,6 +120,6 @@ async fn next_hangup(h: &mut Hangup) {
 }
 
 #[cfg(not(unix))]
-async fn next_hangup(_: &mut Hangup) {
+pub async fn next_hangup(_: &mut Hangup) {
     std::future::pending::<()>().await
 }

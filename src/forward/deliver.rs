@@ -271,7 +271,17 @@ impl Target {
         let mut attempt = d.delivered.max(1) - 1;
         let mut counted = 0u64;
         let mut tries_here = 0u64;
+        // When this event's next try may go: the wait its last failure asked
+        // for is kept even when the destination is paused or resumed meanwhile.
+        let mut not_before: Option<Instant> = None;
         loop {
+            if let Some(at) = not_before.take()
+                && !self
+                    .sleep(at.saturating_duration_since(Instant::now()))
+                    .await
+            {
+                return stopped();
+            }
             let seen = self.successes.load(Ordering::Relaxed);
             // While paused, one event at a time probes, at the probe's pace.
             let probing = if self.is_paused() {
@@ -347,12 +357,19 @@ impl Target {
                 self.down_in_a_row.store(0, Ordering::Relaxed);
                 self.set_paused(false);
             }
+            // Why no answer came (the connection's error, not the answer's
+            // bytes, which are the destination's and kept with a dead letter).
+            let cause = match &outcome {
+                Attempt::Timeout(e) | Attempt::Unreachable(e) => e.as_str(),
+                _ => "",
+            };
             tracing::info!(
                 destination = %self.dest.name,
                 event_id = %event_id,
                 attempt,
                 outcome = outcome.label(),
                 status = %outcome.status_text(),
+                cause,
                 "delivery failed"
             );
             if counted >= self.dest.max_attempts {
@@ -376,6 +393,7 @@ impl Target {
                         _ => self.backoff(p.failed),
                     };
                     p.next = Instant::now() + pace.min(self.dest.probe_interval);
+                    not_before = Some(p.next);
                 }
                 None if self.is_paused() => {
                     // Just paused: the first probe waits its back-off.
@@ -384,12 +402,9 @@ impl Target {
                     if p.next < at {
                         p.next = at;
                     }
+                    not_before = Some(at);
                 }
-                None => {
-                    if !self.sleep(wait).await {
-                        return stopped();
-                    }
-                }
+                None => not_before = Some(Instant::now() + wait),
             }
         }
     }
@@ -503,8 +518,10 @@ impl Target {
     }
 }
 
+/// The forwarder stops: the event goes back, in its object's order, for
+/// whoever delivers next.
 fn stopped() -> Outcome {
-    Outcome::retry_after(Duration::ZERO, "the forwarder stopped")
+    Outcome::HandBack
 }
 
 fn failure(e: &reqwest::Error) -> Attempt {

@@ -19,6 +19,7 @@ use async_nats::jetstream;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 
+use crate::bridge::reload::{hangup_signals, next_hangup};
 use crate::consumer::{Start, Worker, WorkerError};
 use crate::settings::{Destination, Settings};
 use deliver::{Reporter, Target};
@@ -129,9 +130,16 @@ pub async fn run(
             Ok(())
         });
     }
+    // Listened for before any consumer is made: a SIGHUP sent once
+    // delivering has begun is never the default's (a stop).
+    let hangup = targets
+        .iter()
+        .any(|t| t.dest.secrets.file().is_some())
+        .then(hangup_signals);
     let secrets = tokio::spawn(watch_secrets(
         targets.to_vec(),
         settings.secrets.check_interval,
+        hangup,
     ));
     let results = join_all(runs).await;
     secrets.abort();
@@ -230,30 +238,58 @@ async fn deliver_while_held(
     result
 }
 
-/// Reloads a destination's `signing_secret_file` when its content changes.
-async fn watch_secrets(targets: Vec<Arc<Target>>, every: Duration) {
+/// Reloads every destination's `signing_secret_file` on SIGHUP, and one
+/// whose content changed (checked every `every`), as the bridge reloads the
+/// webhooks' secrets. A reload that fails keeps the secret in force.
+/// `hangup` is `None` when no destination has a file (SIGHUP then keeps its
+/// default: it stops the process, as it stops `forward --to` when its
+/// terminal closes).
+async fn watch_secrets(
+    targets: Vec<Arc<Target>>,
+    every: Duration,
+    mut hangup: Option<crate::bridge::reload::Hangup>,
+) {
+    let Some(hangup) = hangup.as_mut() else {
+        return;
+    };
     let read = |t: &Target| t.dest.secrets.file().and_then(|p| std::fs::read(p).ok());
     let mut seen: Vec<Option<Vec<u8>>> = targets.iter().map(|t| read(t)).collect();
     let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        for (t, seen) in targets.iter().zip(seen.iter_mut()) {
-            let Some(file) = t.dest.secrets.file() else {
-                continue;
-            };
-            let now = read(t);
-            if now == *seen {
-                continue;
-            }
-            *seen = now;
-            match t.dest.secrets.reload() {
-                Ok(_) => {
-                    tracing::info!(destination = %t.dest.name, file = %file.display(), "signing secret reloaded")
-                }
-                Err(e) => {
-                    tracing::error!(destination = %t.dest.name, error = %e, "signing secret not reloaded; the one in force stays")
+        tokio::select! {
+            () = next_hangup(hangup) => {
+                tracing::info!("SIGHUP: reloading every destination's signing secret file");
+                for (t, seen) in targets.iter().zip(seen.iter_mut()) {
+                    *seen = read(t);
+                    reload_secret(t, "SIGHUP");
                 }
             }
+            _ = ticks.tick() => {
+                for (t, seen) in targets.iter().zip(seen.iter_mut()) {
+                    let now = read(t);
+                    if now != *seen {
+                        *seen = now;
+                        reload_secret(t, "file changed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a destination's `signing_secret_file` again (nothing without one),
+/// logging the result: the file, never the secret.
+fn reload_secret(t: &Target, why: &str) {
+    let Some(file) = t.dest.secrets.file() else {
+        return;
+    };
+    match t.dest.secrets.reload() {
+        Ok(_) => {
+            tracing::info!(destination = %t.dest.name, file = %file.display(), trigger = why, "signing secret reloaded");
+        }
+        Err(e) => {
+            tracing::error!(destination = %t.dest.name, file = %file.display(), trigger = why, error = %e, "signing secret not reloaded; the one in force stays");
         }
     }
 }

@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use fastpix_nats_bridge::consumer::SubjectPrefix;
 use fastpix_nats_bridge::consumer::dead_letters;
+use tower::ServiceExt as _;
 
 use crate::helpers::*;
 
@@ -22,7 +25,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Got {
+pub(crate) struct Got {
     headers: HeaderMap,
     body: Bytes,
     at: Instant,
@@ -35,26 +38,36 @@ impl Got {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.header("FastPix-Event-Id").to_owned()
     }
 }
 
-/// What a receiver answers: status, `Retry-After`, a delay before answering.
+/// What a receiver answers: status, `Retry-After`, a delay before
+/// answering, the answer's body; or, with `reset`, no answer: the request
+/// is read and the connection reset (RST, the client's ECONNRESET).
 #[derive(Debug, Clone, Copy)]
-struct Reply {
-    status: u16,
-    retry_after: Option<u64>,
-    delay: Duration,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) delay: Duration,
+    pub(crate) answer: &'static str,
+    pub(crate) reset: bool,
 }
 
 impl Reply {
-    const OK: Reply = Reply {
+    pub(crate) const OK: Reply = Reply {
         status: 200,
         retry_after: None,
         delay: Duration::ZERO,
+        answer: "answer from the receiver",
+        reset: false,
     };
-    fn status(status: u16) -> Self {
+    const RESET: Reply = Reply {
+        reset: true,
+        ..Reply::OK
+    };
+    pub(crate) fn status(status: u16) -> Self {
         Reply {
             status,
             ..Reply::OK
@@ -62,20 +75,25 @@ impl Reply {
     }
 }
 
-type Behaviour = Arc<dyn Fn(&Got, usize) -> Reply + Send + Sync>;
+pub(crate) type Behaviour = Arc<dyn Fn(&Got, usize) -> Reply + Send + Sync>;
+
+/// Resets the connection it was given to: dropping the connection's future
+/// drops its socket, set to linger 0, so the kernel sends a RST.
+#[derive(Clone, Default)]
+struct Reset(Arc<tokio::sync::Notify>);
 
 /// An HTTP receiver on loopback: records every request; answers as the
 /// behaviour says (given the request and how many times its event id came,
 /// this one included).
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
     behaviour: Arc<Mutex<Behaviour>>,
 }
 
 impl Receiver {
-    async fn start(behaviour: Behaviour) -> Self {
+    pub(crate) async fn start(behaviour: Behaviour) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::on(listener, behaviour)
     }
@@ -87,38 +105,68 @@ impl Receiver {
         let (g, b) = (got.clone(), behaviour.clone());
         let app = axum::Router::new().route(
             "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (g, b) = (g.clone(), b.clone());
-                async move {
-                    let req = Got {
-                        headers,
-                        body,
-                        at: Instant::now(),
-                    };
-                    let reply = {
-                        let mut all = g.lock().unwrap();
-                        all.push(req.clone());
-                        let n = all.iter().filter(|x| x.id() == req.id()).count();
-                        let f = b.lock().unwrap().clone();
-                        f(&req, n)
-                    };
-                    if !reply.delay.is_zero() {
-                        tokio::time::sleep(reply.delay).await;
+            axum::routing::post(
+                move |Extension(reset): Extension<Reset>, headers: HeaderMap, body: Bytes| {
+                    let (g, b) = (g.clone(), b.clone());
+                    async move {
+                        let req = Got {
+                            headers,
+                            body,
+                            at: Instant::now(),
+                        };
+                        let reply = {
+                            let mut all = g.lock().unwrap();
+                            all.push(req.clone());
+                            let n = all.iter().filter(|x| x.id() == req.id()).count();
+                            let f = b.lock().unwrap().clone();
+                            f(&req, n)
+                        };
+                        if reply.reset {
+                            // The request is read whole; no answer comes.
+                            reset.0.notify_one();
+                            return std::future::pending().await;
+                        }
+                        if !reply.delay.is_zero() {
+                            tokio::time::sleep(reply.delay).await;
+                        }
+                        let mut h = HeaderMap::new();
+                        if let Some(s) = reply.retry_after {
+                            h.insert("retry-after", s.to_string().parse().unwrap());
+                        }
+                        (StatusCode::from_u16(reply.status).unwrap(), h, reply.answer)
+                            .into_response()
                     }
-                    let mut h = HeaderMap::new();
-                    if let Some(s) = reply.retry_after {
-                        h.insert("retry-after", s.to_string().parse().unwrap());
-                    }
-                    (
-                        StatusCode::from_u16(reply.status).unwrap(),
-                        h,
-                        "answer from the receiver",
-                    )
-                }
-            }),
+                },
+            ),
         );
+        // One hyper connection per socket, so that a reply can reset its own.
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    // Closed without lingering: a drop is a RST. The client
+                    // always closes first otherwise (keep-alive), so only a
+                    // reset reply drops a socket it still uses.
+                    socket.set_zero_linger().unwrap();
+                    let reset = Reset::default();
+                    let mine = reset.clone();
+                    let service = hyper::service::service_fn(
+                        move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(mine.clone());
+                            app.clone().oneshot(req)
+                        },
+                    );
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = reset.0.notified() => {}
+                    }
+                });
+            }
         });
         Receiver {
             addr,
@@ -127,7 +175,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
@@ -135,14 +183,14 @@ impl Receiver {
         *self.behaviour.lock().unwrap() = behaviour;
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub(crate) fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 
     /// Requests answered 2xx by the current rule are not told apart here:
     /// the ids of every request, first-seen order, without repeats (what a
     /// receiver deduplicating on FastPix-Event-Id keeps).
-    fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         let mut seen = HashSet::new();
         self.got()
             .into_iter()
@@ -152,7 +200,7 @@ impl Receiver {
     }
 }
 
-fn always(reply: Reply) -> Behaviour {
+pub(crate) fn always(reply: Reply) -> Behaviour {
     Arc::new(move |_, _| reply)
 }
 
@@ -290,7 +338,7 @@ pub(crate) fn dest_env(
 
 /// Waits for the durable consumer `name` to exist (new destinations start
 /// at new events: events are posted after).
-async fn consumer_ready(nats: &NatsServer, name: &str, f: &Forwarder) {
+pub(crate) async fn consumer_ready(nats: &NatsServer, name: &str, f: &Forwarder) {
     let js = jetstream::new(nats.client().await);
     let ok = eventually(LIMIT, || {
         let js = js.clone();
@@ -306,7 +354,7 @@ async fn consumer_ready(nats: &NatsServer, name: &str, f: &Forwarder) {
 }
 
 /// A media event `id` about `object`.
-fn body(event_type: &str, id: &str, object: &str) -> String {
+pub(crate) fn body(event_type: &str, id: &str, object: &str) -> String {
     serde_json::json!({
         "type": event_type,
         "id": id,
@@ -463,28 +511,45 @@ async fn three_destinations_get_exactly_their_events_byte_for_byte_and_signed_wi
     );
 }
 
+/// The flaky destination's back-off.
+const FLAKY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The flaky receiver's answer to try `n` of event `f<i>`: a first try gets
+/// a 503 with `Retry-After: 1` (even `i`) or its connection reset (odd `i`);
+/// a second try an answer slower than the timeout (`i % 3 == 0`) or its
+/// connection reset (`i % 3 == 1`); then 200.
+fn flaky_reply(i: usize, n: usize) -> Reply {
+    match (n, i % 2, i % 3) {
+        (1, 0, _) => Reply {
+            status: 503,
+            retry_after: Some(1),
+            ..Reply::OK
+        },
+        (1, _, _) | (2, _, 1) => Reply::RESET,
+        (2, _, 0) => Reply {
+            delay: Duration::from_secs(3),
+            ..Reply::OK
+        },
+        _ => Reply::OK,
+    }
+}
+
+/// The tries event `f<i>` takes: its last is the first answered 200 at once.
+fn flaky_tries(i: usize) -> usize {
+    (1..)
+        .find(|&n| {
+            let r = flaky_reply(i, n);
+            r.status == 200 && !r.reset && r.delay.is_zero()
+        })
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_destination_gets_everything_in_order_per_object_after_the_waits_it_asked_for() {
     let nats = NatsServer::start();
     let app = TestApp::spawn(&nats).await;
-    // First try of each event: 503 with Retry-After: 1; second try of every
-    // third event: an answer slower than the timeout; then 200.
-    let r = Receiver::start(Arc::new(|g: &Got, n| {
-        let i: usize = g.id().trim_start_matches('f').parse().unwrap_or(0);
-        match n {
-            1 => Reply {
-                status: 503,
-                retry_after: Some(1),
-                delay: Duration::ZERO,
-            },
-            2 if i.is_multiple_of(3) => Reply {
-                delay: Duration::from_secs(3),
-                ..Reply::OK
-            },
-            _ => Reply::OK,
-        }
-    }))
-    .await;
+    let index = |g: &Got| g.id().trim_start_matches('f').parse::<usize>().unwrap();
+    let r = Receiver::start(Arc::new(move |g: &Got, n| flaky_reply(index(g), n))).await;
     let env = dest_env(
         "flaky",
         &r.url(),
@@ -506,45 +571,70 @@ async fn a_flaky_destination_gets_everything_in_order_per_object_after_the_waits
         .map(|(id, o)| body("video.media.updated", id, o))
         .collect();
     post_all(&app, &bodies).await;
+    let tries_of = |got: &[Got], id: &str| -> Vec<Got> {
+        got.iter().filter(|g| g.id() == id).cloned().collect()
+    };
     let ok = eventually(LIMIT, || {
         let got = r.got();
-        std::future::ready(posted.iter().all(|(id, _)| {
-            got.iter().filter(|g| &g.id() == id).count() >= 2
-                && (!id
-                    .trim_start_matches('f')
-                    .parse::<usize>()
-                    .unwrap()
-                    .is_multiple_of(3)
-                    || got.iter().filter(|g| &g.id() == id).count() >= 3)
-        }))
+        std::future::ready(
+            (0..posted.len()).all(|i| tries_of(&got, &posted[i].0).len() >= flaky_tries(i)),
+        )
     })
     .await;
     assert!(ok, "not everything retried to success:\n{}", f.log());
-    // Per object, the first try of each event came after every try of the
-    // object's earlier events: an event is retried before the next is sent.
     let got = r.got();
+    let mut resets = 0;
     for (i, (id, object)) in posted.iter().enumerate() {
-        let tries: Vec<&Got> = got.iter().filter(|g| &g.id() == id).collect();
-        // The wait asked for by Retry-After was kept.
-        assert!(
-            tries[1].at.duration_since(tries[0].at) >= Duration::from_secs(1),
-            "{id} retried before Retry-After"
-        );
+        let tries = tries_of(&got, id);
         let attempts: Vec<&str> = tries
             .iter()
             .map(|g| g.header("FastPix-Delivery-Attempt"))
             .collect();
-        assert_eq!(attempts[..2], ["1", "2"], "{id}");
+        let want: Vec<String> = (1..=flaky_tries(i)).map(|n| n.to_string()).collect();
+        assert_eq!(attempts, want, "{id}: a try per failure, then success");
+        // Each retry waited what the failure before it asked for:
+        // Retry-After after the 503, the back-off after a reset or a
+        // timeout.
+        for (n, pair) in tries.windows(2).enumerate() {
+            let failed = flaky_reply(i, n + 1);
+            resets += usize::from(failed.reset);
+            let asked = failed
+                .retry_after
+                .map_or(FLAKY_BACKOFF, Duration::from_secs);
+            let waited = pair[1].at.duration_since(pair[0].at);
+            assert!(
+                waited >= asked,
+                "{id}: try {} came {waited:?} after a failure that asked for {asked:?}",
+                n + 2
+            );
+        }
+        // Per object, the first try of each event came after every try of
+        // the object's earlier events: an event is retried before the next
+        // is sent.
         for (earlier, _) in posted[..i].iter().filter(|(_, o)| o == object) {
-            let last_earlier = got
-                .iter()
-                .filter(|g| &g.id() == earlier)
-                .map(|g| g.at)
-                .max();
+            let last_earlier = tries_of(&got, earlier).iter().map(|g| g.at).max();
             assert!(last_earlier.unwrap() <= tries[0].at, "{earlier} then {id}");
         }
     }
     assert_object_order(&r, &posted);
+    // Half the first tries were reset: each reset was a failed try to be
+    // retried (not an answer), counted as the destination unreachable.
+    assert_eq!(resets, 10);
+    assert_eq!(
+        f.metric(r#"fastpix_forward_deliveries_total{destination="flaky",outcome="unreachable"}"#)
+            .await,
+        resets as f64,
+        "{}",
+        f.log()
+    );
+    // What the forwarder saw was a reset (ECONNRESET), not a closed
+    // connection or a timeout.
+    let reset_seen = f
+        .log()
+        .lines()
+        .filter(|l| l.contains("delivery failed") && l.contains("reset by peer"))
+        .count();
+    assert_eq!(reset_seen, resets, "{}", f.log());
     let dead = dead_letters::list(
         &jetstream::new(nats.client().await),
         "FASTPIX",
@@ -556,7 +646,7 @@ async fn a_flaky_destination_gets_everything_in_order_per_object_after_the_waits
     assert!(dead.is_empty(), "{dead:?}");
 }
 
-async fn dead_of(nats: &NatsServer, consumer: &str) -> Vec<dead_letters::DeadLetter> {
+pub(crate) async fn dead_of(nats: &NatsServer, consumer: &str) -> Vec<dead_letters::DeadLetter> {
     dead_letters::list(
         &jetstream::new(nats.client().await),
         "FASTPIX",
@@ -975,5 +1065,85 @@ async fn a_rate_limited_destination_never_gets_more_than_its_rate() {
         last.duration_since(first) >= Duration::from_secs(1),
         "30 requests in {:?}",
         last.duration_since(first)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_destinations_signing_secret_file_and_a_bad_file_keeps_the_secret_in_force()
+ {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let r = Receiver::start(always(Reply::OK)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rotated-secret");
+    std::fs::write(
+        &file,
+        format!("# the secret deliveries are signed with\n{SECRET}\n"),
+    )
+    .unwrap();
+    let key = |k: &str| format!("FASTPIX_BRIDGE__FORWARD__ROTATED__{k}");
+    let env = vec![
+        (key("URL"), r.url()),
+        (key("SIGNING_SECRET_FILE"), file.display().to_string()),
+        // The check for a changed file comes once at the start, then not
+        // again within the test: only SIGHUP can reload.
+        (
+            "FASTPIX_BRIDGE__SECRETS__CHECK_INTERVAL".to_owned(),
+            "24h".to_owned(),
+        ),
+    ];
+    let f = Forwarder::start(&nats, &[], &env);
+    consumer_ready(&nats, "forward-rotated", &f).await;
+    let signed_with = |id: &str| {
+        let g = r.got().into_iter().find(|g| g.id() == id).unwrap();
+        match g.header("FastPix-Signature") {
+            s if s == sign(SECRET, &g.body) => "A",
+            s if s == sign(SECRET_2, &g.body) => "B",
+            _ => "neither",
+        }
+    };
+    let log_has = |what: &str| {
+        f.log()
+            .lines()
+            .any(|l| l.contains(what) && l.contains("SIGHUP") && l.contains("rotated-secret"))
+    };
+
+    post_all(&app, &[body("video.media.ready", "r1", "m1")]).await;
+    wait_ids(&r, 1, &f).await;
+    assert_eq!(signed_with("r1"), "A");
+
+    // Rotated: the file now holds B. Without SIGHUP (and no check due),
+    // deliveries are still signed with A.
+    std::fs::write(&file, format!("{SECRET_2}\n")).unwrap();
+    post_all(&app, &[body("video.media.ready", "r2", "m2")]).await;
+    wait_ids(&r, 2, &f).await;
+    assert_eq!(signed_with("r2"), "A");
+
+    f.signal("-HUP");
+    let ok = eventually(LIMIT, || {
+        std::future::ready(log_has("signing secret reloaded"))
+    })
+    .await;
+    assert!(ok, "no reload on SIGHUP:\n{}", f.log());
+    post_all(&app, &[body("video.media.ready", "r3", "m3")]).await;
+    wait_ids(&r, 3, &f).await;
+    assert_eq!(signed_with("r3"), "B");
+
+    // A file that does not parse: B stays in force, and the log says so.
+    std::fs::write(&file, "%%% not base64 %%%\n").unwrap();
+    f.signal("-HUP");
+    let ok = eventually(LIMIT, || {
+        std::future::ready(log_has(
+            "signing secret not reloaded; the one in force stays",
+        ))
+    })
+    .await;
+    assert!(ok, "a failed reload is not logged:\n{}", f.log());
+    post_all(&app, &[body("video.media.ready", "r4", "m4")]).await;
+    wait_ids(&r, 4, &f).await;
+    assert_eq!(signed_with("r4"), "B");
+    assert!(
+        !f.log().contains(SECRET) && !f.log().contains(SECRET_2),
+        "a secret was logged"
     );
 }

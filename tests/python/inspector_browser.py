@@ -1,12 +1,18 @@
 """Drives the inspector's page in a real headless Chromium (Debian's), as a
 person would: sign in, find the last stored events on Live and watch one
 arrive above the marked row, filter, open a timeline and an event (by its
-whole row), see credentials hidden, a refusal and the consumers. Exits non-zero on the first
-check that fails; saves a screenshot of each view into $ARTIFACTS.
+whole row), see credentials hidden, a refusal, the consumers and a forward destination, and
+where an event stands for each consumer and destination. Exits non-zero on the first check that
+fails; saves a screenshot of each view into $ARTIFACTS.
 
 Environment: INSPECTOR_URL, TOKEN, BRIDGE_URL, SECRET, BRIDGE_BIN,
 CHROMIUM_BIN, ARTIFACTS, CONSUMER, EXPECT_PENDING, SECRET_EVENT_ID,
-SECRET_VALUES (comma-separated: stored in that event, never to be shown).
+SECRET_VALUES (comma-separated: stored in that event, never to be shown);
+DESTINATION and DESTINATION_CONSUMER (a forward destination, done with every
+event it takes: the last answered 200), DELIVERED_EVENT_ID (an event it took)
+and DEAD_EVENT_ID (one it refused, a dead letter, with the answer
+DESTINATION_ANSWER, markup to be shown as text). CONSUMER has acknowledged
+nothing.
 """
 
 import os
@@ -36,6 +42,27 @@ def send(event_type):
     m = re.search(r"id=(\S+)", out)
     assert m, out
     return m.group(1)
+
+
+def open_event(page, event_id):
+    """Finds the event by its id on History and opens it."""
+    page.goto(url + "#/history")
+    page.fill("#filters input[name=object]", "")
+    page.fill("#filters input[name=id]", event_id)
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#history-rows tr")).to_have_count(1)
+    expect(page.locator("#history-rows")).to_contain_text(event_id)
+    page.locator("#history-rows tr td:nth-child(5)").click()
+    expect(page.locator("#view-event")).to_be_visible()
+    expect(page.locator("#event-pretty")).to_contain_text('"id": "' + event_id + '"')
+
+
+def expect_standing(page, consumer, status):
+    """The event's row for `consumer` says `status`, in so many words."""
+    name = re.compile("^" + re.escape(consumer) + "$")
+    row = page.locator("#event-consumers tr").filter(has=page.locator("td:first-child", has_text=name))
+    expect(row).to_have_count(1)
+    expect(row.locator("td:nth-child(2)")).to_have_text(status)
 
 
 with sync_playwright() as p:
@@ -135,6 +162,8 @@ with sync_playwright() as p:
     page.locator("#history-rows tr td:nth-child(5)").click()
     expect(page.locator("#view-event")).to_be_visible()
     expect(page.locator("#event-pretty")).to_contain_text("•••• (hidden)")
+    # Not a media event: neither the media consumer nor the destination takes it.
+    expect(page.locator("#event-consumers")).not_to_contain_text(env["DESTINATION_CONSUMER"])
     expect(page.locator("#event-raw")).to_contain_text("inspect.reveal_secrets")
     expect(page.locator("#event-hidden")).to_contain_text("hidden")
     html = page.content()
@@ -147,11 +176,30 @@ with sync_playwright() as p:
     expect(page.locator("#refused-rows")).to_contain_text("bad_signature")
     shot(page, "refused")
 
-    # Consumers show their pending counts.
+    # Consumers show their pending counts, and the forward destination its
+    # consumer, state, last status and pending count.
     page.goto(url + "#/consumers")
     row = page.locator("#consumer-rows tr", has_text=env["CONSUMER"])
     expect(row.locator("td.pending")).to_have_text(env["EXPECT_PENDING"])
+    dest = page.locator("#destination-rows tr", has_text=env["DESTINATION_CONSUMER"])
+    expect(dest).to_have_count(1)
+    expect(dest.locator("td")).to_have_text(
+        [env["DESTINATION"], env["DESTINATION_CONSUMER"], "delivering", "200", "0", re.compile(r"UTC")]
+    )
     shot(page, "consumers")
+
+    # An event the destination took: delivered there, pending for the
+    # consumer that has acknowledged nothing.
+    open_event(page, env["DELIVERED_EVENT_ID"])
+    expect_standing(page, env["DESTINATION_CONSUMER"], "delivered")
+    expect_standing(page, env["CONSUMER"], "pending")
+    shot(page, "event-delivered-to-destination")
+
+    # The event it refused: a dead letter of the destination.
+    open_event(page, env["DEAD_EVENT_ID"])
+    expect_standing(page, env["DESTINATION_CONSUMER"], "dead-lettered")
+    expect_standing(page, env["CONSUMER"], "pending")
+    shot(page, "event-dead-lettered-by-destination")
 
     page.goto(url + "#/overview")
     expect(page.locator("#overview-families")).to_contain_text("media")
@@ -160,8 +208,14 @@ with sync_playwright() as p:
     expect(page.locator("#overview-chart canvas")).to_have_count(1)
     shot(page, "overview")
 
+    # The destination's dead letter, with its answer shown as text, never run.
     page.goto(url + "#/dead")
     expect(page.locator("#view-dead")).to_be_visible()
+    dead = page.locator("#dead-rows tr", has_text=env["DESTINATION_CONSUMER"])
+    expect(dead).to_have_count(1)
+    expect(dead).to_contain_text("HTTP 400: " + env["DESTINATION_ANSWER"])
+    assert page.locator("#view-dead img").count() == 0
+    assert page.evaluate("window.__xss") is None, "markup from a destination's answer ran"
     shot(page, "dead-letters")
 
     # Keyboard: j moves through the rows.

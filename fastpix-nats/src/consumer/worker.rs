@@ -19,7 +19,8 @@
 //! - an optional gate stops pulling while it is closed (a destination that
 //!   is down), the events already held still being handled;
 //! - shutdown stops pulling, lets running handlers finish within `grace`, and
-//!   hands the others back unacknowledged.
+//!   hands the others back unacknowledged, once its pulls have ended (so
+//!   that none comes back to it, behind its object's later events).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,6 +60,11 @@ pub enum Outcome {
         last_error: String,
         headers: Vec<(String, String)>,
     },
+    /// Not handled because the process is stopping: handed back as the
+    /// worker hands back the events it had not started, in each object's
+    /// order, once the worker stops too. Only for a stop: until the
+    /// worker's shutdown, the event waits.
+    HandBack,
 }
 
 impl Outcome {
@@ -290,6 +296,7 @@ impl Worker {
         let held = (concurrency * 4).max(4);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (abandon_tx, abandon_rx) = watch::channel(false);
+        let (pulls_ended_tx, pulls_ended_rx) = watch::channel(false);
         let (track_tx, mut track_rx) = mpsc::channel::<()>(1);
         let shared = Arc::new(Shared {
             js: js.clone(),
@@ -301,6 +308,7 @@ impl Worker {
             lanes: Mutex::new(HashMap::new()),
             stop: stop_rx,
             abandon: abandon_rx,
+            pulls_ended: pulls_ended_rx,
         });
         shared.running.add_permits(shared.worker.concurrency);
         let pullers = [
@@ -321,15 +329,25 @@ impl Worker {
         shutdown.await;
         tracing::info!(consumer = %shared.worker.durable, "stopping: no new events; waiting for running handlers");
         let _ = stop_tx.send(true);
+        // Nothing is handed back before the pulls end (each at most
+        // PULL_EXPIRES and a second after the stop): see `pulls_closed`.
+        let aborts: Vec<_> = pullers.iter().map(|p| p.abort_handle()).collect();
+        let ended = tokio::spawn(async move {
+            for p in pullers {
+                let _ = p.await;
+            }
+            let _ = pulls_ended_tx.send(true);
+        });
         let grace = shared.worker.grace;
         if tokio::time::timeout(grace, track_rx.recv()).await.is_err() {
             tracing::warn!(consumer = %shared.worker.durable, "handlers still running after {grace:?}: leaving their events unacknowledged");
             let _ = abandon_tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(2), track_rx.recv()).await;
         }
-        for p in pullers {
+        for p in aborts {
             p.abort();
         }
+        ended.abort();
         Ok(())
     }
 
@@ -393,6 +411,8 @@ struct Shared<F> {
     lanes: Mutex<HashMap<String, oneshot::Receiver<()>>>,
     stop: watch::Receiver<bool>,
     abandon: watch::Receiver<bool>,
+    /// True once stopping and both pulls have ended.
+    pulls_ended: watch::Receiver<bool>,
 }
 
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -474,7 +494,13 @@ async fn pull<F, Fut>(
                     {
                         match permits.split(1) {
                             Some(one) => dispatch(&shared, source, msg, one, track.clone()),
-                            None => hand_back(&msg).await,
+                            None => {
+                                let (shared, track) = (shared.clone(), track.clone());
+                                tokio::spawn(async move {
+                                    hand_back(&shared, &msg).await;
+                                    drop(track);
+                                });
+                            }
                         }
                     }
                     return;
@@ -597,14 +623,14 @@ async fn settle<F, Fut>(
                             _ = progress.tick() => keep(&msg).await,
                         }
                     }
-                    return hand_back(&msg).await;
+                    return hand_back(shared, &msg).await;
                 }
             }
         }
     }
     let slot = loop {
         if *stop.borrow() {
-            return hand_back(&msg).await;
+            return hand_back(shared, &msg).await;
         }
         tokio::select! {
             slot = shared.running.acquire() => match slot {
@@ -612,7 +638,7 @@ async fn settle<F, Fut>(
                 Err(_) => return,
             },
             _ = progress.tick() => keep(&msg).await,
-            _ = stop.changed() => return hand_back(&msg).await,
+            _ = stop.changed() => return hand_back(shared, &msg).await,
         }
     };
     let delivered = delivery.delivered;
@@ -671,6 +697,7 @@ async fn settle<F, Fut>(
         Outcome::Retry { delay, error } if delivered < w.max_deliveries => {
             let delay = delay.unwrap_or_else(|| w.backoff_for(delivered));
             tracing::info!(consumer = %w.durable, seq = delivery.stream_sequence, delivered, ?delay, %error, "retrying later");
+            pulls_closed(shared).await;
             if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                 tracing::warn!(error = %e, "nak lost; the event comes again after ack_wait");
             }
@@ -678,6 +705,14 @@ async fn settle<F, Fut>(
         Outcome::Retry { error, .. } => {
             let reason = format!("retries exhausted after {delivered} deliveries");
             dead_letter(shared, &msg, &delivery, &reason, &error, &[]).await;
+        }
+        Outcome::HandBack => {
+            // The handler saw its process stop first; the worker's own stop
+            // follows, and with it the end of its pulls.
+            let mut stop = shared.stop.clone();
+            let _ = stop.wait_for(|s| *s).await;
+            tracing::info!(consumer = %w.durable, seq = delivery.stream_sequence, "stopping: handed back");
+            hand_back(shared, &msg).await;
         }
         Outcome::Reject(reason) => {
             let reason = format!("rejected: {reason}");
@@ -708,8 +743,21 @@ async fn ack(msg: &jetstream::Message) {
     }
 }
 
-async fn hand_back(msg: &jetstream::Message) {
+/// Hands an event back for the next run or another copy.
+async fn hand_back<F>(shared: &Shared<F>, msg: &jetstream::Message) {
+    pulls_closed(shared).await;
     let _ = msg.ack_with(AckKind::Nak(None)).await;
+}
+
+/// Once stopping, waits for this worker's pulls to end: an event handed
+/// back while one is still open comes straight back to it and is handed
+/// back once more, behind its object's later events, which whoever takes
+/// over then gets first.
+async fn pulls_closed<F>(shared: &Shared<F>) {
+    if *shared.stop.borrow() {
+        let mut ended = shared.pulls_ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
 }
 
 /// Keeps the event as a dead letter, then stops its deliveries. If the dead
@@ -759,6 +807,7 @@ async fn dead_letter<F>(
         Err(e) => {
             let delay = w.backoff_for(delivery.delivered);
             tracing::error!(consumer = %w.durable, error = %e, "cannot write the dead letter; the event comes again in {delay:?}");
+            pulls_closed(shared).await;
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
