@@ -995,9 +995,23 @@ fn report(plan: &Plan, samples: &[Sample]) -> String {
     let _ = writeln!(out, "|---|---|---|");
     let mut rows = vec![
         (
-            "bridge/floor ≥ 0.9".to_owned(),
+            "bridge/floor ≥ 1.0".to_owned(),
             format!("{bridge_floor:.3}"),
-            bridge_floor >= 0.9,
+            bridge_floor >= 1.0,
+        ),
+        (
+            "p99 ≤ the floor's p99".to_owned(),
+            format!("{:.2} vs {:.2} ms", bridge.p99, floor.p99),
+            bridge.p99 <= floor.p99,
+        ),
+        (
+            "CPU per stored event (server + nats-server) ≤ the floor's".to_owned(),
+            format!(
+                "{:.1} vs {:.1} µs",
+                bridge.server_cpu_us + bridge.nats_cpu_us,
+                floor.server_cpu_us + floor.nats_cpu_us
+            ),
+            bridge.server_cpu_us + bridge.nats_cpu_us <= floor.server_cpu_us + floor.nats_cpu_us,
         ),
         (
             "p99 ≤ 10 ms at 64 connections".to_owned(),
