@@ -22,6 +22,9 @@ use crate::{Nats, cpu_time, median};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     AsyncNats,
+    /// The core client's own request (its one wildcard subscription, with
+    /// a new inbox string per message), read with the router's parser.
+    Request,
     Router,
 }
 
@@ -29,6 +32,7 @@ impl Way {
     fn name(self) -> &'static str {
         match self {
             Way::AsyncNats => "async-nats JetStream publish",
+            Way::Request => "async-nats core request",
             Way::Router => "the bridge's ack router",
         }
     }
@@ -60,9 +64,9 @@ pub async fn run(
     let mut results: Vec<(Way, Run)> = Vec::new();
     for round in 0..rounds {
         let order = if round % 2 == 0 {
-            [Way::AsyncNats, Way::Router]
+            [Way::AsyncNats, Way::Request, Way::Router]
         } else {
-            [Way::Router, Way::AsyncNats]
+            [Way::Router, Way::Request, Way::AsyncNats]
         };
         for path in order {
             let name = format!("PUBBENCH_{round}_{path:?}");
@@ -133,7 +137,7 @@ pub async fn run(
     println!(
         "\nmedians over {rounds} rounds of {messages} messages, {in_flight} in flight, ~1 KB with eight headers:"
     );
-    for path in [Way::AsyncNats, Way::Router] {
+    for path in [Way::AsyncNats, Way::Request, Way::Router] {
         let of = |f: fn(&Run) -> f64| {
             median(
                 results
@@ -203,6 +207,16 @@ async fn publish_all(
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
+                Way::Request => {
+                    let m = js
+                        .client()
+                        .request_with_headers(subject, h, payload)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    fastpix_nats_bridge::nats::acks::parse(&m.payload)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
                 Way::Router => router
                     .publish(subject, h, payload)
                     .await
