@@ -4,7 +4,8 @@
 //! on. The bridge's own: [`sink`] is the seam the delivery rules publish
 //! through (one message in, proof of storage out), [`publisher`] is the
 //! sink that publishes to JetStream (or core NATS) and answers only once the
-//! message is stored, [`invalid`] says where signed bodies that are not
+//! message is stored, [`acks`] routes each JetStream ack to the one publish
+//! that waits for it, [`invalid`] says where signed bodies that are not
 //! events are kept, and [`refused`] where records of refused deliveries go.
 //! [`forward_leases`] names where forwarders record who delivers for each
 //! destination, and its state.
