@@ -211,7 +211,8 @@ impl Publisher {
         }
     }
 
-    /// Reads every stream's size into the gauges, forever.
+    /// Reads every stream's size into the gauges, and the count of late
+    /// acks into its counter, forever.
     async fn watch_usage(self) {
         let Some((ctx, configs)) = &self.shared.jetstream else {
             return;
@@ -219,6 +220,9 @@ impl Publisher {
         let mut every = tokio::time::interval(USAGE_EVERY);
         loop {
             every.tick().await;
+            if let Some(acks) = &self.shared.acks {
+                self.shared.metrics.late_acks(acks.late_acks());
+            }
             if self.is_ready() {
                 self.read_usage(ctx, configs).await;
             }

@@ -28,6 +28,7 @@ pub const READY: &str = "fastpix_bridge_ready";
 pub const BUILD_INFO: &str = "fastpix_bridge_build_info";
 pub const REFUSAL_RECORDS_DROPPED_TOTAL: &str = "fastpix_bridge_refusal_records_dropped_total";
 pub const SECRETS_RELOADS_TOTAL: &str = "fastpix_bridge_secrets_reloads_total";
+pub const LATE_ACKS_TOTAL: &str = "fastpix_bridge_late_acks_total";
 pub const STREAM_BYTES: &str = "fastpix_bridge_stream_bytes";
 pub const STREAM_MAX_BYTES: &str = "fastpix_bridge_stream_max_bytes";
 
@@ -62,6 +63,7 @@ struct Inner {
     nats_connected: Gauge,
     ready: Gauge,
     refusal_records_dropped: Counter,
+    late_acks: Counter,
 }
 
 impl Default for Metrics {
@@ -147,6 +149,11 @@ impl Metrics {
             REFUSAL_RECORDS_DROPPED_TOTAL,
             Some(Unit::Count),
             "Refused deliveries not recorded for the inspector: over the record rate, or NATS busy.",
+        );
+        describe(
+            LATE_ACKS_TOTAL,
+            Some(Unit::Count),
+            "JetStream acks that came after their publish had given up (answered 503): those events are stored, and FastPix's retry of each is a duplicate (read every 10 s).",
         );
         describe(
             STREAM_BYTES,
@@ -244,6 +251,7 @@ impl Metrics {
             ready: recorder.register_gauge(&plain(READY), &METADATA),
             refusal_records_dropped: recorder
                 .register_counter(&plain(REFUSAL_RECORDS_DROPPED_TOTAL), &METADATA),
+            late_acks: recorder.register_counter(&plain(LATE_ACKS_TOTAL), &METADATA),
             recorder,
         };
         Self {
@@ -279,6 +287,11 @@ impl Metrics {
     /// One refused delivery left unrecorded (rate bound or queue full).
     pub fn refusal_record_dropped(&self) {
         self.inner.refusal_records_dropped.increment(1);
+    }
+
+    /// Acks that came after their publish had given up, since the start.
+    pub fn late_acks(&self, total: u64) {
+        self.inner.late_acks.absolute(total);
     }
 
     /// How full `stream` is: the bytes it holds and its bound (0: none).
@@ -390,6 +403,7 @@ mod tests {
             assert!(text.contains(&line), "{text}");
         }
         assert!(text.contains(&format!("{NATS_CONNECTED} 0")), "{text}");
+        assert!(text.contains(&format!("{LATE_ACKS_TOTAL} 0")), "{text}");
         assert!(text.contains("# TYPE fastpix_bridge_requests_total counter"));
 
         m.request(0, DeliveryOutcome::Published, Duration::from_millis(3));

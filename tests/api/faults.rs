@@ -182,6 +182,20 @@ async fn frozen_storage_gets_503_within_the_publish_timeout_and_nothing_acked_is
         .await;
         assert!(stored, "{id} never got a 2xx after the thaw");
     }
+    // The probes waited in the connection while NATS was frozen, and were
+    // stored after the thaw: their acks came to nobody, and are counted.
+    let metrics = bridge.admin_url("/metrics");
+    let late = eventually(Duration::from_secs(30), || async {
+        let Ok(answer) = http.get(&metrics).send().await else {
+            return false;
+        };
+        let text = answer.text().await.unwrap_or_default();
+        Scrape(text)
+            .value("fastpix_bridge_late_acks_total")
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(late, "no late ack counted after the thaw");
     let mut report = sending.await.expect("senders");
     assert_the_fault_was_felt(&report);
     report.ids.extend(probes.into_iter().map(|(id, _)| id));
