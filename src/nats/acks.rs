@@ -195,6 +195,11 @@ async fn route(inner: std::sync::Weak<Inner>, mut acks: async_nats::Subscriber) 
             tracing::debug!(subject = %msg.subject, "an acknowledgement came after its request had given up");
         }
     }
+    // The connection is closed for good: the requests still waiting end
+    // now (`Closed`) rather than at their timeout.
+    if let Some(inner) = inner.upgrade() {
+        lock(&inner).clear();
+    }
 }
 
 /// A JetStream publish ack, as the server writes it:

@@ -281,6 +281,24 @@ async fn a_subject_without_a_stream_is_no_stream_not_a_timeout() {
     assert_eq!(router.waiting(), 0);
 }
 
+/// A request still waiting when the connection is closed for good ends
+/// then, not at its timeout.
+#[tokio::test]
+async fn requests_waiting_when_the_connection_closes_end_at_once() {
+    let nats = NatsServer::start();
+    let bridge = client(&nats).await;
+    let router = AckRouter::start(bridge.clone()).await.unwrap();
+    let (_resp, mut sub) = responder(&nats, &router, "acks.close").await;
+    let mut set = JoinSet::new();
+    publish(&mut set, &router, "acks.close", 7, None);
+    // Sent, and never answered.
+    take(&mut sub, 1).await;
+    bridge.drain().await.unwrap();
+    let (_, r) = set.join_next().await.unwrap().unwrap();
+    assert!(matches!(r, Some(Err(AckError::Closed))), "{r:?}");
+    assert_eq!(router.waiting(), 0);
+}
+
 async fn wait_for(cond: impl Fn() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + ANSWERED;
     while !cond() {
