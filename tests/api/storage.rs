@@ -48,15 +48,7 @@ async fn a_full_stream_answers_503_storage_full_and_the_retries_are_stored_once_
         .await,
     );
     let client = nats.client().await;
-    let js = jetstream::new(client.clone());
-    let info = js
-        .get_stream("FASTPIX")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = stream_info(&client, "FASTPIX").await;
     assert_eq!(info.config.max_bytes, 65536);
     assert_eq!(
         info.config.discard,
@@ -159,7 +151,10 @@ async fn a_full_stream_answers_503_storage_full_and_the_retries_are_stored_once_
     // An operator raises the limit: the senders' retries are stored, once.
     let mut config = info.config.clone();
     config.max_bytes = 4 * 1024 * 1024;
-    js.update_stream(config).await.unwrap();
+    jetstream::new(client.clone())
+        .update_stream(config)
+        .await
+        .unwrap();
     let mut expected: BTreeMap<String, ()> = acknowledged.iter().map(|i| (i.clone(), ())).collect();
     for &(s, n) in &pending {
         for n in n..n + 5 {
@@ -223,13 +218,7 @@ async fn a_bound_below_what_the_stream_holds_keeps_every_event_and_says_the_stre
 
     let http = reqwest::Client::new();
     let (_, body) = sized_event(9, 999);
-    let resp = http
-        .post(bridge.url("/webhooks/fastpix"))
-        .header("FastPix-Signature", sign(SECRET, body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = bridge.post_signed(body).await;
     assert_eq!(resp.status(), 503);
     let answer: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(answer["outcome"], "storage_full");
@@ -286,12 +275,6 @@ async fn a_bound_the_server_cannot_reserve_is_named_in_the_log_while_the_bridge_
     let ready = http.get(bridge.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let (_, body) = sized_event(7, 1);
-    let resp = http
-        .post(bridge.url("/webhooks/fastpix"))
-        .header("FastPix-Signature", sign(SECRET, body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = bridge.post_signed(body).await;
     assert_eq!(resp.status(), 503);
 }

@@ -125,15 +125,7 @@ async fn missing_or_wrong_signatures_get_401_and_nothing_is_published() {
     }
     // An unsigned `{}` with a wrong signature is not a probe.
     assert_eq!(app.post("{}", Some(&wrong_secret)).await.status(), 401);
-    let js = async_nats::jetstream::new(nats.client().await);
-    let info = js
-        .get_stream("FASTPIX")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = stream_info(&nats.client().await, "FASTPIX").await;
     assert_eq!(info.state.messages, 0);
 }
 

@@ -260,6 +260,13 @@ impl StoredMessage {
     }
 }
 
+/// `stream`'s configuration and state, as the server has them now.
+pub async fn stream_info(client: &async_nats::Client, stream: &str) -> jetstream::stream::Info {
+    let js = jetstream::new(client.clone());
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").clone()
+}
+
 /// Every message in `stream`, in order, read directly by sequence.
 pub async fn stream_messages(client: &async_nats::Client, stream: &str) -> Vec<StoredMessage> {
     let js = jetstream::new(client.clone());

@@ -95,6 +95,17 @@ impl BridgeProcess {
         format!("http://{}{}", self.admin_addr, path)
     }
 
+    /// POSTs `body` to `/webhooks/fastpix`, signed with [`SECRET`] as FastPix signs.
+    pub async fn post_signed(&self, body: String) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/webhooks/fastpix"))
+            .header("FastPix-Signature", sign(SECRET, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("the bridge answers")
+    }
+
     /// Waits until `/readyz` answers 200 (connected, stream in place),
     /// failing the test with the log when that takes over 30 s.
     pub async fn wait_ready(&self) {
