@@ -3,16 +3,19 @@
 //! - `id.<key>` → the stream sequence of the event with that id;
 //! - `obj.<key>` → the sequences of one FastPix object's events, in order;
 //! - `m.<YYYYMMDDHHMM>` (5-minute buckets), `h.<YYYYMMDDHH>`, `d.<YYYYMMDD>`
-//!   → `{"last_seq": n, "counts": {type: n}}` for the overview.
+//!   → `{"last_seq": n, "counts": {type: n}, "counted": [[from, to], …]}`
+//!   for the overview.
 //!
 //! (`<key>` is the hex of the id, or `s` + its SHA-256 when long.) So a lookup
 //! by object or event id is one KV read plus one read per event, whatever
 //! the stream holds.
 //!
 //! One durable consumer, `fastpix-inspector-index`, feeds it; every inspector
-//! shares it. Its `max_ack_pending` is one batch, so batches are applied one
-//! at a time and in order, which makes each write idempotent (a sequence
-//! already listed or counted is skipped) and redelivery after a crash safe.
+//! shares it. Batches may be applied in any order (two inspectors each hold
+//! one, or a batch held by a stopped inspector comes back after the
+//! consumer's ack wait, behind later ones), so each write is idempotent and
+//! order-free: an object's list is kept sorted and a sequence already in it is
+//! skipped, and a bucket remembers the ranges of sequences it has counted.
 //! When the bucket is missing it is created and the consumer is started
 //! again from the first event: the index is rebuilt from the stream.
 
@@ -62,11 +65,92 @@ pub fn key_part(id: &str) -> String {
     }
 }
 
+/// Ranges of counted sequences kept per bucket. A bucket's events are one run
+/// of sequences, so gaps only last while batches are applied out of order:
+/// two inspectors pulling at once share out messages one by one, which may
+/// leave up to a batch of single gaps until the other batch is applied. Past
+/// this many ranges, the lowest two are joined (a gap between them would
+/// then never be counted), which takes more than four full batches in
+/// flight at once.
+const MAX_RANGES: usize = 4 * BATCH;
+
 /// Counts of one time bucket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
+    /// The highest sequence counted.
     pub last_seq: u64,
     pub counts: BTreeMap<String, u64>,
+    /// The sequences counted, as sorted, disjoint, inclusive ranges. Absent
+    /// in buckets written before it existed, which counted every sequence up
+    /// to `last_seq`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<[u64; 2]>,
+}
+
+impl Counts {
+    /// Counts the events of `items` (sequence, type) not counted yet, in any
+    /// order and however often each comes.
+    pub fn add(&mut self, items: &[(u64, String)]) {
+        if self.counted.is_empty() && self.last_seq > 0 {
+            self.counted.push([1, self.last_seq]);
+        }
+        for (seq, t) in items {
+            if !insert_seq(&mut self.counted, *seq) {
+                continue;
+            }
+            let name = if self.counts.contains_key(t) || self.counts.len() < MAX_TYPES_PER_BUCKET {
+                t.clone()
+            } else {
+                "other".to_owned()
+            };
+            *self.counts.entry(name).or_default() += 1;
+            self.last_seq = self.last_seq.max(*seq);
+        }
+        while self.counted.len() > MAX_RANGES {
+            let [_, to] = self.counted.remove(1);
+            self.counted[0][1] = to;
+        }
+    }
+}
+
+/// Adds `seq` to sorted, disjoint, inclusive `ranges`, joining neighbours;
+/// false when it was already in.
+fn insert_seq(ranges: &mut Vec<[u64; 2]>, seq: u64) -> bool {
+    // The first range that ends at or after `seq - 1`.
+    let i = ranges.partition_point(|r| r[1].saturating_add(1) < seq);
+    match ranges.get(i).copied() {
+        Some([from, to]) if from <= seq && seq <= to => false,
+        Some([from, _]) if from == seq + 1 => {
+            ranges[i][0] = seq;
+            true
+        }
+        Some([_, to]) if to + 1 == seq => {
+            ranges[i][1] = seq;
+            if ranges.get(i + 1).is_some_and(|next| next[0] == seq + 1) {
+                ranges[i][1] = ranges[i + 1][1];
+                ranges.remove(i + 1);
+            }
+            true
+        }
+        _ => {
+            ranges.insert(i, [seq, seq]);
+            true
+        }
+    }
+}
+
+/// An object's sequences, sorted, with `seqs` merged in and the oldest
+/// dropped beyond [`MAX_PER_OBJECT`].
+fn merge_seqs(mut list: Vec<u64>, seqs: &[u64]) -> Vec<u64> {
+    for &q in seqs {
+        if let Err(at) = list.binary_search(&q) {
+            list.insert(at, q);
+        }
+    }
+    if list.len() > MAX_PER_OBJECT {
+        list.drain(..list.len() - MAX_PER_OBJECT);
+    }
+    list
 }
 
 /// Bucket granularity.
@@ -184,21 +268,42 @@ pub async fn open(
         let _ = stream.delete_consumer(INDEX_CONSUMER).await;
         tracing::info!(bucket, "index created; building it from the stream");
     }
-    let consumer = stream
-        .get_or_create_consumer(
-            INDEX_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(INDEX_CONSUMER.to_owned()),
-                description: Some("fastpix-nats-bridge inspector index".to_owned()),
-                ack_policy: consumer::AckPolicy::All,
-                deliver_policy: consumer::DeliverPolicy::All,
-                max_ack_pending: BATCH as i64,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
+    let config = |deliver_policy| consumer::pull::Config {
+        durable_name: Some(INDEX_CONSUMER.to_owned()),
+        description: Some("fastpix-nats-bridge inspector index".to_owned()),
+        // Each event is acked by itself: an ack of one inspector's batch must
+        // never cover events another inspector holds and has not applied.
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy,
+        max_ack_pending: BATCH as i64,
+        ack_wait: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(INDEX_CONSUMER, config(consumer::DeliverPolicy::All))
         .await
         .map_err(nats_err)?;
+    let info = consumer.info().await.map_err(nats_err)?;
+    if info.config.ack_policy != consumer::AckPolicy::Explicit {
+        // Made by an earlier version, which acked a batch at once; an ack
+        // policy cannot be changed in place. The index takes any event again
+        // unchanged, so the new consumer starts just past the old one's floor.
+        let from = info.ack_floor.stream_sequence + 1;
+        stream
+            .delete_consumer(INDEX_CONSUMER)
+            .await
+            .map_err(nats_err)?;
+        consumer = stream
+            .get_or_create_consumer(
+                INDEX_CONSUMER,
+                config(consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }),
+            )
+            .await
+            .map_err(nats_err)?;
+        tracing::info!(from, "index consumer made again to ack each event");
+    }
     Ok((Index { kv }, consumer))
 }
 
@@ -211,9 +316,17 @@ struct Seen {
     object_id: Option<String>,
 }
 
-/// Applies batches until the consumer or the connection fails.
-pub async fn run(index: Index, consumer: consumer::PullConsumer) -> Result<(), IndexError> {
-    loop {
+/// Applies batches until the consumer or the connection fails, or until
+/// `stop` turns true. A stop is seen between batches: the batch in hand (at
+/// most one pull's `expires`) is applied and acked first, so no event is left
+/// delivered-but-unacked to wait out the consumer's `ack_wait` before the
+/// next inspector may index it.
+pub async fn run(
+    index: Index,
+    consumer: consumer::PullConsumer,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), IndexError> {
+    while !*stop.borrow_and_update() {
         let mut batch = consumer
             .batch()
             .max_messages(BATCH)
@@ -222,7 +335,7 @@ pub async fn run(index: Index, consumer: consumer::PullConsumer) -> Result<(), I
             .await
             .map_err(nats_err)?;
         let mut seen = Vec::new();
-        let mut last = None;
+        let mut ackers = Vec::new();
         while let Some(message) = batch.next().await {
             let message = match message {
                 Ok(m) => m,
@@ -245,13 +358,17 @@ pub async fn run(index: Index, consumer: consumer::PullConsumer) -> Result<(), I
                 event_id: get(headers::EVENT_ID),
                 object_id: get(headers::OBJECT_ID),
             });
-            last = Some(message);
+            ackers.push(message.split().1);
         }
-        let Some(last) = last else { continue };
+        if ackers.is_empty() {
+            continue;
+        }
         index.apply(&seen).await?;
-        // Ack-all: one ack covers the batch.
-        last.ack().await.map_err(nats_err)?;
+        for acker in ackers {
+            acker.ack().await.map_err(nats_err)?;
+        }
     }
+    Ok(())
 }
 
 impl Index {
@@ -277,12 +394,7 @@ impl Index {
         for (object, seqs) in objects {
             let key = format!("obj.{}", key_part(object));
             writes.push(Box::pin(self.update(key, move |old| {
-                let mut list = old.map(parse_seqs).unwrap_or_default();
-                let top = list.last().copied().unwrap_or(0);
-                list.extend(seqs.iter().copied().filter(|&q| q > top));
-                if list.len() > MAX_PER_OBJECT {
-                    list.drain(..list.len() - MAX_PER_OBJECT);
-                }
+                let list = merge_seqs(old.map(parse_seqs).unwrap_or_default(), &seqs);
                 let text: Vec<String> = list.iter().map(u64::to_string).collect();
                 text.join(",").into_bytes()
             })));
@@ -306,17 +418,7 @@ impl Index {
                 let mut c: Counts = old
                     .and_then(|v| serde_json::from_slice(v).ok())
                     .unwrap_or_default();
-                let floor = c.last_seq;
-                for (seq, t) in items.iter().filter(|(q, _)| *q > floor) {
-                    let name = if c.counts.contains_key(t) || c.counts.len() < MAX_TYPES_PER_BUCKET
-                    {
-                        t.clone()
-                    } else {
-                        "other".to_owned()
-                    };
-                    *c.counts.entry(name).or_default() += 1;
-                    c.last_seq = c.last_seq.max(*seq);
-                }
+                c.add(&items);
                 serde_json::to_vec(&c).unwrap_or_default()
             })));
         }
@@ -366,6 +468,79 @@ mod tests {
         assert!(key_part(&long).starts_with('s') && key_part(&long).len() == 65);
         let evil = key_part("a.b>*\n ");
         assert!(evil.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    fn items(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
+        seqs.into_iter()
+            .map(|q| (q, format!("video.t{}", q % 3)))
+            .collect()
+    }
+
+    #[test]
+    fn a_bucket_counts_each_sequence_once_whatever_the_order_of_its_batches() {
+        let mut in_order = Counts::default();
+        in_order.add(&items(1..=40));
+        assert_eq!(in_order.counts.values().sum::<u64>(), 40);
+        assert_eq!(in_order.counted, vec![[1, 40]]);
+        assert_eq!(in_order.last_seq, 40);
+
+        // Later batches first, one delivered twice, a batch held back behind
+        // them and then applied, single sequences filling gaps last.
+        let mut c = Counts::default();
+        for batch in [
+            items(21..=30),
+            items(31..=40),
+            items(21..=30),
+            items(2..=9),
+            items(12..=20),
+            items([11, 1, 10, 11, 40]),
+        ] {
+            c.add(&batch);
+        }
+        assert_eq!(c.counts, in_order.counts);
+        assert_eq!(c.counted, vec![[1, 40]]);
+        assert_eq!(c.last_seq, 40);
+    }
+
+    #[test]
+    fn ranges_join_their_neighbours_and_stay_bounded() {
+        let mut r = Vec::new();
+        for q in [5, 9, 7, 6, 8, 1, 3, 2] {
+            assert!(insert_seq(&mut r, q), "{q}");
+        }
+        assert_eq!(r, vec![[1, 3], [5, 9]]);
+        assert!(!insert_seq(&mut r, 7));
+        assert!(insert_seq(&mut r, 4));
+        assert_eq!(r, vec![[1, 9]]);
+
+        // Every other sequence of more than MAX_RANGES: the lowest are joined.
+        let n = MAX_RANGES as u64 + 10;
+        let mut c = Counts::default();
+        c.add(&items((0..n).map(|i| 1 + 2 * i)));
+        assert_eq!(c.counted.len(), MAX_RANGES);
+        assert_eq!(c.counted[0], [1, 21]);
+        assert_eq!(c.counts.values().sum::<u64>(), n);
+    }
+
+    #[test]
+    fn a_bucket_written_before_ranges_counted_everything_up_to_its_last_sequence() {
+        let mut c: Counts =
+            serde_json::from_str(r#"{"last_seq":10,"counts":{"video.t1":10}}"#).unwrap();
+        c.add(&items([3, 10, 11]));
+        assert_eq!(c.counts["video.t1"], 10);
+        assert_eq!(c.counts.values().sum::<u64>(), 11);
+        assert_eq!(c.counted, vec![[1, 11]]);
+    }
+
+    #[test]
+    fn an_objects_list_stays_sorted_and_whole_whatever_the_order() {
+        let list = merge_seqs(Vec::new(), &[7, 8, 9]);
+        let list = merge_seqs(list, &[2, 3]);
+        let list = merge_seqs(list, &[8, 5, 10]);
+        assert_eq!(list, [2, 3, 5, 7, 8, 9, 10]);
+        let long = merge_seqs((1..=MAX_PER_OBJECT as u64).collect(), &[0, 20_000]);
+        assert_eq!(long.len(), MAX_PER_OBJECT);
+        assert_eq!((long[0], long[MAX_PER_OBJECT - 1]), (2, 20_000));
     }
 
     #[test]

@@ -187,7 +187,13 @@ impl Inspector {
     {
         let shared = self.shared.clone();
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(keep_index(shared.clone(), self.max_age, self.replicas));
+        let (stop_index, index_stop) = tokio::sync::watch::channel(false);
+        let indexer = tokio::spawn(keep_index(
+            shared.clone(),
+            self.max_age,
+            self.replicas,
+            index_stop,
+        ));
         tasks.spawn(live::follow(
             shared.js.clone(),
             shared.events.name.clone(),
@@ -227,16 +233,35 @@ impl Inspector {
         .await;
         let _ = stop_admin.send(());
         let _ = admin.await;
+        // The index finishes the batch it holds; one stuck on a NATS that is
+        // away is given up after the grace period (its events come back to
+        // the next inspector after the consumer's ack wait).
+        let _ = stop_index.send(true);
+        let abort = indexer.abort_handle();
+        if tokio::time::timeout(self.timeouts.shutdown_grace, indexer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+            tracing::warn!("index stopped before its last batch was applied");
+        }
         tasks.shutdown().await;
+        // The last ack is written before the connection goes.
+        let _ = tokio::time::timeout(self.timeouts.shutdown_grace, shared.client.flush()).await;
         let _ = shared.client.drain().await;
         Ok(())
     }
 }
 
 /// Opens the index (waiting for the events stream to exist) and keeps it
-/// current, starting over after any failure.
-async fn keep_index(shared: Arc<Shared>, max_age: Duration, replicas: usize) {
-    loop {
+/// current, starting over after any failure, until `stop` turns true.
+async fn keep_index(
+    shared: Arc<Shared>,
+    max_age: Duration,
+    replicas: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
         let opened = async {
             let stream = shared
                 .js
@@ -254,7 +279,7 @@ async fn keep_index(shared: Arc<Shared>, max_age: Duration, replicas: usize) {
                     *slot = Some(idx.clone());
                 }
                 shared.index_open.store(true, Ordering::SeqCst);
-                if let Err(e) = index::run(idx, consumer).await {
+                if let Err(e) = index::run(idx, consumer, &mut stop).await {
                     tracing::warn!(error = %e, "index consumer stopped; reopening");
                 }
                 shared.index_open.store(false, Ordering::SeqCst);
@@ -263,6 +288,10 @@ async fn keep_index(shared: Arc<Shared>, max_age: Duration, replicas: usize) {
                 tracing::info!(error = %e, "index not open yet (is the bridge's stream in place?)")
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if *stop.borrow() {
+            break;
+        }
+        // Opening again after a second, unless told to stop meanwhile.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
     }
 }

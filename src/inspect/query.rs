@@ -507,8 +507,8 @@ mod tests {
     #[test]
     fn counts_fold_into_windows_by_type_and_family() {
         let counts = |pairs: &[(&str, u64)]| Counts {
-            last_seq: 0,
             counts: pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            ..Counts::default()
         };
         let t = now();
         let tally = tally([

@@ -119,15 +119,19 @@ impl TestInspector {
 
     /// Waits until the index has every stored event.
     pub async fn wait_indexed(&self) {
+        let last = std::sync::Mutex::new(Value::Null);
         assert!(
             eventually(Duration::from_secs(30), || async {
                 let (s, o) = self.get("/api/overview").await;
-                s == 200
+                let caught_up = s == 200
                     && o["index_pending"] == 0
-                    && o["windows"]["month"]["total"] == o["stream"]["messages"]
+                    && o["windows"]["month"]["total"] == o["stream"]["messages"];
+                *last.lock().unwrap() = o;
+                caught_up
             })
             .await,
-            "index caught up"
+            "index caught up; the last overview: {}",
+            last.lock().unwrap()
         );
     }
 
@@ -854,6 +858,182 @@ async fn a_flood_of_forged_requests_is_recorded_within_bounds_while_events_are_s
     );
 }
 
+/// Two inspectors take turns on the one index consumer, each holding a batch
+/// of its own, so batches are applied out of stream order: the counts and
+/// each object's timeline still hold every event exactly once.
+#[tokio::test]
+async fn two_inspectors_sharing_the_index_count_and_list_every_event_once() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let a = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    let b = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    let objects = ["m-0", "m-1", "m-2"];
+    for i in 0..90 {
+        assert_eq!(
+            app.post_signed(&object_event(
+                "video.media.updated",
+                &format!("e{i}"),
+                objects[i % 3]
+            ))
+            .await
+            .status(),
+            200
+        );
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for insp in [&a, &b] {
+        insp.wait_indexed().await;
+        let month = &insp.ok("/api/overview").await["windows"]["month"];
+        assert_eq!(month["types"]["video.media.updated"], 90, "{month}");
+        for (k, object) in objects.iter().enumerate() {
+            let timeline = insp
+                .ok(&format!("/api/objects/{object}/events?limit=100"))
+                .await;
+            let want: Vec<u64> = (0..30).map(|j| (3 * j + k + 1) as u64).collect();
+            assert_eq!(seqs(timeline["events"].as_array().unwrap()), want);
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Events held by an inspector that stopped without acking them come back
+/// after the consumer's ack wait, behind events indexed meanwhile; here the
+/// test holds them itself and hands them back late. They are indexed all the
+/// same, and the acks of later events never cover them.
+#[tokio::test]
+async fn events_handed_back_after_later_ones_were_indexed_are_indexed_too() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    let post = |range: std::ops::Range<u32>| {
+        let app = &app;
+        async move {
+            for i in range {
+                let event = object_event("video.upload.created", &format!("h{i}"), "up-9");
+                assert_eq!(app.post_signed(&event).await.status(), 200);
+            }
+        }
+    };
+    post(0..10).await;
+    let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    insp.wait_indexed().await;
+    insp.shutdown().await;
+
+    post(10..15).await;
+    let js = jetstream::new(nats.client().await);
+    let index_consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("FASTPIX")
+        .await
+        .unwrap()
+        .get_consumer("fastpix-inspector-index")
+        .await
+        .unwrap();
+    let held: Vec<jetstream::Message> = index_consumer
+        .fetch()
+        .max_messages(3)
+        .messages()
+        .await
+        .unwrap()
+        .map(|m| m.unwrap())
+        .collect()
+        .await;
+    let held_seqs: Vec<u64> = held
+        .iter()
+        .map(|m| m.info().unwrap().stream_sequence)
+        .collect();
+    assert_eq!(held_seqs, [11, 12, 13]);
+
+    let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    post(15..20).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let o = insp.ok("/api/overview").await;
+            o["index_pending"] == 0 && o["windows"]["month"]["total"] == 17
+        })
+        .await,
+        "all but the held events indexed"
+    );
+    for m in held {
+        m.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+    }
+    insp.wait_indexed().await;
+    let timeline = insp.ok("/api/objects/up-9/events?limit=100").await;
+    assert_eq!(
+        seqs(timeline["events"].as_array().unwrap()),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        seqs(
+            insp.ok("/api/events?id=h11").await["events"]
+                .as_array()
+                .unwrap()
+        ),
+        [12]
+    );
+    let month = &insp.ok("/api/overview").await["windows"]["month"];
+    assert_eq!(month["types"]["video.upload.created"], 20, "{month}");
+    insp.shutdown().await;
+}
+
+/// An index consumer left by an earlier version acks a batch at once; it is
+/// made again to ack each event, from where the old one stood.
+#[tokio::test]
+async fn an_index_consumer_that_acks_all_is_made_again_from_its_position() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn(&nats).await;
+    for i in 0..10 {
+        let event = object_event("video.upload.created", &format!("k{i}"), "up-3");
+        assert_eq!(app.post_signed(&event).await.status(), 200);
+    }
+    let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    insp.wait_indexed().await;
+    insp.shutdown().await;
+    let js = jetstream::new(nats.client().await);
+    let stream = js.get_stream("FASTPIX").await.unwrap();
+    stream
+        .delete_consumer("fastpix-inspector-index")
+        .await
+        .unwrap();
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("fastpix-inspector-index".to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::All,
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: 11,
+            },
+            max_ack_pending: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 10..15 {
+        let event = object_event("video.upload.created", &format!("k{i}"), "up-3");
+        assert_eq!(app.post_signed(&event).await.status(), 200);
+    }
+    let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
+    insp.wait_indexed().await;
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer("fastpix-inspector-index")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        info.config.ack_policy,
+        jetstream::consumer::AckPolicy::Explicit
+    );
+    // Only the five events past the old position were delivered again.
+    assert_eq!(info.delivered.consumer_sequence, 5, "{info:?}");
+    assert_eq!(info.ack_floor.stream_sequence, 15, "{info:?}");
+    let timeline = insp.ok("/api/objects/up-3/events?limit=100").await;
+    assert_eq!(
+        seqs(timeline["events"].as_array().unwrap()),
+        (1..=15).collect::<Vec<u64>>()
+    );
+    insp.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     let nats = NatsServer::start();
@@ -872,26 +1052,31 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     }
     let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
     insp.wait_indexed().await;
-    insp.shutdown().await;
-    // Stored while no inspector runs.
-    for i in 0..5 {
-        assert_eq!(
-            app.post_signed(&object_event(
-                "video.upload.ready",
-                &format!("b{i}"),
-                "up-1"
-            ))
-            .await
-            .status(),
-            200
-        );
-    }
+    // Stored while the inspector stops and after it has gone (40 events back
+    // to back, so that some reach the server as it stops): none of them
+    // may be left with the stopped one, to come back only after the index
+    // consumer's ack wait (60 s, longer than `wait_indexed` waits).
+    let stored_meanwhile = async {
+        for i in 0..40 {
+            assert_eq!(
+                app.post_signed(&object_event(
+                    "video.upload.ready",
+                    &format!("b{i}"),
+                    "up-1"
+                ))
+                .await
+                .status(),
+                200
+            );
+        }
+    };
+    tokio::join!(insp.shutdown(), stored_meanwhile);
     let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
     insp.wait_indexed().await;
-    let timeline = insp.ok("/api/objects/up-1/events").await;
+    let timeline = insp.ok("/api/objects/up-1/events?limit=100").await;
     assert_eq!(
         seqs(timeline["events"].as_array().unwrap()),
-        (1..=15).collect::<Vec<u64>>()
+        (1..=50).collect::<Vec<u64>>()
     );
     assert_eq!(
         seqs(
@@ -903,7 +1088,7 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     );
     let overview = insp.ok("/api/overview").await;
     assert_eq!(
-        overview["windows"]["hour"]["families"]["upload"], 15,
+        overview["windows"]["hour"]["families"]["upload"], 50,
         "{overview}"
     );
     insp.shutdown().await;
@@ -913,8 +1098,8 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     js.delete_key_value("FASTPIX_INSPECT").await.unwrap();
     let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
     insp.wait_indexed().await;
-    let timeline = insp.ok("/api/objects/up-1/events").await;
-    assert_eq!(timeline["events"].as_array().unwrap().len(), 15);
+    let timeline = insp.ok("/api/objects/up-1/events?limit=100").await;
+    assert_eq!(timeline["events"].as_array().unwrap().len(), 50);
     assert_eq!(
         insp.ok("/api/overview").await["windows"]["day"]["types"]["video.upload.created"],
         10
