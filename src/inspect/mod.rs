@@ -84,12 +84,16 @@ impl Shared {
             && self.index_open.load(Ordering::SeqCst)
     }
 
-    /// Events not yet indexed.
+    /// Events not yet indexed: not yet delivered to an inspector, or
+    /// delivered and not yet acked.
     pub async fn index_pending(&self) -> Option<u64> {
         let stream = self.js.get_stream_no_info(&self.events.name).await.ok()?;
         let mut c: jetstream::consumer::PullConsumer =
             stream.get_consumer(index::INDEX_CONSUMER).await.ok()?;
-        c.info().await.ok().map(|i| i.num_pending)
+        c.info()
+            .await
+            .ok()
+            .map(|i| i.num_pending + i.num_ack_pending as u64)
     }
 }
 
