@@ -1,7 +1,6 @@
 //! The inspector, black-box: a real nats-server, a real bridge, and the
 //! inspector's HTTP API over loopback.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -115,6 +114,23 @@ impl TestInspector {
             .expect("inspector answers");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The sequences of an object's events, as its timeline lists them.
+    pub async fn timeline(&self, object: &str) -> Vec<u64> {
+        let page = self
+            .ok(&format!("/api/objects/{object}/events?limit=100"))
+            .await;
+        seqs(page["events"].as_array().expect("events"))
+    }
+
+    /// The sequences of the events with this id.
+    pub async fn seqs_of_id(&self, id: &str) -> Vec<u64> {
+        seqs(
+            self.ok(&format!("/api/events?id={id}")).await["events"]
+                .as_array()
+                .expect("events"),
+        )
     }
 
     /// Waits until the index has every stored event.
@@ -888,11 +904,8 @@ async fn two_inspectors_sharing_the_index_count_and_list_every_event_once() {
         let month = &insp.ok("/api/overview").await["windows"]["month"];
         assert_eq!(month["types"]["video.media.updated"], 90, "{month}");
         for (k, object) in objects.iter().enumerate() {
-            let timeline = insp
-                .ok(&format!("/api/objects/{object}/events?limit=100"))
-                .await;
             let want: Vec<u64> = (0..30).map(|j| (3 * j + k + 1) as u64).collect();
-            assert_eq!(seqs(timeline["events"].as_array().unwrap()), want);
+            assert_eq!(insp.timeline(object).await, want);
         }
     }
     a.shutdown().await;
@@ -960,19 +973,8 @@ async fn events_handed_back_after_later_ones_were_indexed_are_indexed_too() {
         m.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
     }
     insp.wait_indexed().await;
-    let timeline = insp.ok("/api/objects/up-9/events?limit=100").await;
-    assert_eq!(
-        seqs(timeline["events"].as_array().unwrap()),
-        (1..=20).collect::<Vec<u64>>()
-    );
-    assert_eq!(
-        seqs(
-            insp.ok("/api/events?id=h11").await["events"]
-                .as_array()
-                .unwrap()
-        ),
-        [12]
-    );
+    assert_eq!(insp.timeline("up-9").await, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(insp.seqs_of_id("h11").await, [12]);
     let month = &insp.ok("/api/overview").await["windows"]["month"];
     assert_eq!(month["types"]["video.upload.created"], 20, "{month}");
     insp.shutdown().await;
@@ -1027,11 +1029,7 @@ async fn an_index_consumer_that_acks_all_is_made_again_from_its_position() {
     // Only the five events past the old position were delivered again.
     assert_eq!(info.delivered.consumer_sequence, 5, "{info:?}");
     assert_eq!(info.ack_floor.stream_sequence, 15, "{info:?}");
-    let timeline = insp.ok("/api/objects/up-3/events?limit=100").await;
-    assert_eq!(
-        seqs(timeline["events"].as_array().unwrap()),
-        (1..=15).collect::<Vec<u64>>()
-    );
+    assert_eq!(insp.timeline("up-3").await, (1..=15).collect::<Vec<u64>>());
     insp.shutdown().await;
 }
 
@@ -1074,19 +1072,8 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     tokio::join!(insp.shutdown(), stored_meanwhile);
     let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
     insp.wait_indexed().await;
-    let timeline = insp.ok("/api/objects/up-1/events?limit=100").await;
-    assert_eq!(
-        seqs(timeline["events"].as_array().unwrap()),
-        (1..=50).collect::<Vec<u64>>()
-    );
-    assert_eq!(
-        seqs(
-            insp.ok("/api/events?id=b3").await["events"]
-                .as_array()
-                .unwrap()
-        ),
-        [14]
-    );
+    assert_eq!(insp.timeline("up-1").await, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(insp.seqs_of_id("b3").await, [14]);
     let overview = insp.ok("/api/overview").await;
     assert_eq!(
         overview["windows"]["hour"]["families"]["upload"], 50,
@@ -1099,20 +1086,12 @@ async fn the_index_survives_restarts_and_is_rebuilt_when_deleted() {
     js.delete_key_value("FASTPIX_INSPECT").await.unwrap();
     let insp = TestInspector::spawn(&nats.url(), Some(&app)).await;
     insp.wait_indexed().await;
-    let timeline = insp.ok("/api/objects/up-1/events?limit=100").await;
-    assert_eq!(timeline["events"].as_array().unwrap().len(), 50);
+    assert_eq!(insp.timeline("up-1").await, (1..=50).collect::<Vec<u64>>());
     assert_eq!(
         insp.ok("/api/overview").await["windows"]["day"]["types"]["video.upload.created"],
         10
     );
-    let set: BTreeSet<u64> = seqs(
-        insp.ok("/api/events?id=a0").await["events"]
-            .as_array()
-            .unwrap(),
-    )
-    .into_iter()
-    .collect();
-    assert_eq!(set, BTreeSet::from([1]));
+    assert_eq!(insp.seqs_of_id("a0").await, [1]);
 }
 
 #[tokio::test]
